@@ -1,0 +1,40 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Both create .venv when missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch/torchvision builds that lie on this machine's local disk (never let set-up fetch a multi-GB build).
+ifeq ($(shell uname -m),aarch64)
+TORCH_PINS ?= torch==2.9.1 torchvision==0.24.1
+else
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+endif
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+DEMO_DIR ?= demo_out
+PYTEST_WORKERS ?= 2
+
+.PHONY: demo test test-fast install clean
+
+$(VENV)/.installed-base: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) $(TORCH_PINS)
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-base
+	$(PIP) -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed-base
+
+demo: $(VENV)/.installed-base
+	$(VENV)/bin/medcad demo --out $(DEMO_DIR)
+
+# The whole suite, slow end-to-end runs included (CI runs this).
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -m "slow or not slow" -n $(PYTEST_WORKERS) --dist loadgroup
+
+# The quick default suite.
+test-fast: $(VENV)/.installed-test
+	$(PY) -m pytest -n $(PYTEST_WORKERS)
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache build src/*.egg-info

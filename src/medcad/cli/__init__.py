@@ -1,0 +1,57 @@
+"""The ``medcad`` command line: thin commands that parse arguments and call the library.
+
+Each command lives in a small module of this package and imports heavy libraries (torch,
+SimpleITK, ...) inside its function, so ``medcad --help`` stays instant. Errors for people
+(:class:`medcad.errors.MedcadError`) print one line and exit 2; ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="medcad",
+    help="Medical scans from raw files to findings.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    _state["debug"] = debug
+
+
+def _register() -> None:
+    """Adds every command module's commands to ``app``; each module owns one command or group."""
+    from medcad.cli import demo, info
+
+    for module in (info, demo):
+        module.register(app)
+
+
+def main() -> None:
+    """Console entry point: runs the app, turning errors into one-line messages."""
+    from medcad.errors import MedcadError
+
+    _register()
+    try:
+        app()
+    except MedcadError as error:
+        if _state["debug"]:
+            raise
+        print(f"medcad: error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        print("medcad: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as error:  # an internal error: still one line unless --debug
+        if _state["debug"]:
+            raise
+        print(f"medcad: internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        sys.exit(1)
