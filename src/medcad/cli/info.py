@@ -31,6 +31,8 @@ def info(
     from rich.table import Table
 
     table = Table(title=str(scan_path), show_header=False)
+    table.add_column("field", no_wrap=True)
+    table.add_column("value", overflow="fold")
     for key, value in summary.items():
         table.add_row(key, value if isinstance(value, str) else json.dumps(value))
     Console().print(table)
