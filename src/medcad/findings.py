@@ -127,7 +127,41 @@ def write_findings(path: str | Path, findings: list[Finding], series_uid: str | 
 
 def read_findings(path: str | Path) -> list[Finding]:
     """Reads a findings file (.json from medcad, or .csv in medcad's / LUNA16's submission format)."""
-    source = Path(path)
+    return _read_file(Path(path))[1]
+
+
+def read_findings_folder(path: str | Path) -> list[Finding]:
+    """Reads one findings file, or every .json / .csv file in a folder (sorted by name)."""
+    return [f for file in _findings_files(Path(path)) for f in _read_file(file)[1]]
+
+
+def read_findings_by_series(path: str | Path) -> dict[str, list[Finding]]:
+    """Findings of a file or folder grouped by scan.
+
+    A JSON file's own ``series_uid`` names its scan even when nothing was found there, so an
+    evaluation still counts that scan (a CSV cannot say so: it has no row for such a scan).
+    """
+    grouped: dict[str, list[Finding]] = {}
+    for file in _findings_files(Path(path)):
+        declared_uid, findings = _read_file(file)
+        if declared_uid:
+            grouped.setdefault(declared_uid, [])
+        for finding in findings:
+            grouped.setdefault(finding.series_uid, []).append(finding)
+    return grouped
+
+
+def _findings_files(source: Path) -> list[Path]:
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() in (".json", ".csv"))
+        if not files:
+            raise InputError(source, "no .json or .csv findings files in the folder")
+        return files
+    return [source]
+
+
+def _read_file(source: Path) -> tuple[str | None, list[Finding]]:
+    """The file's own series UID (JSON only, else None) and its findings."""
     if not source.is_file():
         raise InputError(source, "findings file not found")
     suffix = source.suffix.lower()
@@ -135,24 +169,13 @@ def read_findings(path: str | Path) -> list[Finding]:
         if suffix == ".json":
             return _read_json(source)
         if suffix == ".csv":
-            return _read_csv(source)
+            return None, _read_csv(source)
     except (KeyError, ValueError, TypeError) as error:
         raise InputError(source, f"malformed findings file ({error})") from error
     raise InputError(source, "findings files are .json or .csv")
 
 
-def read_findings_folder(path: str | Path) -> list[Finding]:
-    """Reads one findings file, or every .json / .csv file in a folder (sorted by name)."""
-    source = Path(path)
-    if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.suffix.lower() in (".json", ".csv"))
-        if not files:
-            raise InputError(source, "no .json or .csv findings files in the folder")
-        return [f for file in files for f in read_findings(file)]
-    return read_findings(source)
-
-
-def _read_json(source: Path) -> list[Finding]:
+def _read_json(source: Path) -> tuple[str | None, list[Finding]]:
     document = json.loads(source.read_text())
     if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
         raise InputError(source, f"not a medcad findings file (no \"format\": \"{FORMAT_NAME}\")")
@@ -167,7 +190,8 @@ def _read_json(source: Path) -> list[Finding]:
             diameter_mm=None if item.get("diameter_mm") is None else float(item["diameter_mm"]),
             voxel_count=None if item.get("voxel_count") is None else int(item["voxel_count"]),
         ))
-    return findings
+    declared_uid = document.get("series_uid")
+    return (str(declared_uid) if declared_uid else None), findings
 
 
 def _read_csv(source: Path) -> list[Finding]:

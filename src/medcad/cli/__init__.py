@@ -28,9 +28,9 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 
 def _register() -> None:
     """Adds every command module's commands to ``app``; each module owns one command or group."""
-    from medcad.cli import demo, info
+    from medcad.cli import demo, evaluate, info
 
-    for module in (info, demo):
+    for module in (info, demo, evaluate):
         module.register(app)
 
 

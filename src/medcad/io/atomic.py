@@ -21,6 +21,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; give the usual mode
     try:
         yield tmp
         os.replace(tmp, target)
@@ -48,6 +49,12 @@ def atomic_dir_files(folder: str | Path) -> Iterator[Path]:
             os.replace(tmp / name, target / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -1,0 +1,1 @@
+"""Data: splits by series, caches, datasets returning typed samples, samplers, synthetic cohorts."""
