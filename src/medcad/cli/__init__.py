@@ -28,9 +28,14 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 
 def _register() -> None:
     """Adds every command module's commands to ``app``; each module owns one command or group."""
-    from medcad.cli import demo, evaluate, info
+    from medcad.cli import demo, detect, evaluate, info, models, synth
+    from medcad.cli import data, evaluate_images, predict, train
+    from medcad.cli import locate, train_l3
+    from medcad.cli import preprocess, volume_cls
+    from medcad.cli import cache
 
-    for module in (info, demo, evaluate):
+    for module in (info, demo, evaluate, synth, detect, models, data, train, predict, evaluate_images, train_l3, locate,
+                   preprocess, volume_cls, cache):
         module.register(app)
 
 

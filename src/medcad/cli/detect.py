@@ -1,0 +1,103 @@
+"""``medcad detect SCAN``: the nodule CAD on a CT (or on every volume file of a folder)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+DEFAULT_MODELS = Path(os.environ.get("MEDCAD_MODELS", "models"))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("detect")(detect)
+
+
+def detect(
+    scan_path: Path = typer.Argument(..., help="DICOM folder or file, .mhd, .mha, .nrrd, .nii(.gz); or a folder of "
+                                               "volume files (e.g. a LUNA16 subset) for batch mode."),
+    models: Path = typer.Option(DEFAULT_MODELS, "--models",
+                                help="Folder with segmentation/, nodule/ and optional malignancy/ models "
+                                     "(default $MEDCAD_MODELS or ./models)."),
+    threshold: float = typer.Option(0.5, "--threshold", help="Nodule probability above which a candidate is a finding."),
+    seg_threshold: float = typer.Option(0.5, "--seg-threshold", help="Segmentation probability for the voxel mask."),
+    out: Path = typer.Option(None, "--out", help="Findings file (.json or .csv); in batch mode a folder."),
+    file_format: str = typer.Option("json", "--format", help="Batch mode: json or csv, one file per scan."),
+    all_candidates: bool = typer.Option(False, "--all-candidates", help="Write every candidate, not only findings."),
+    backend: str = typer.Option("auto", "--backend", help="auto (ONNX Runtime on CPU, PyTorch on GPU), onnx or torch."),
+    series: str = typer.Option(None, "--series", help="SeriesInstanceUID when a DICOM folder holds several."),
+) -> None:
+    """Find lung nodules: segment, group, classify; print the findings and write them."""
+    from rich.console import Console
+
+    from medcad.errors import InputError, MedcadError
+    from medcad.io.volume_files import volume_suffix
+    from medcad.pipeline import load_detect_models
+
+    console = Console()
+    batch = sorted(p for p in scan_path.iterdir() if volume_suffix(p)) if scan_path.is_dir() else []
+    if batch and out is not None and out.suffix.lower() in (".json", ".csv"):
+        raise InputError(out, "batch mode writes one file per scan: give a folder to --out")
+    if file_format not in ("json", "csv"):
+        raise InputError(None, f"--format must be json or csv, not {file_format!r}")
+    detect_models = load_detect_models(models, backend=backend)
+    failed = []
+    for path in batch or [scan_path]:
+        try:
+            detection = _detect_one(console, path, series, detect_models, seg_threshold)
+        except MedcadError as error:
+            if not batch:
+                raise
+            console.print(f"[red]skipped[/red] {error}")  # one bad file does not stop a batch
+            failed.append(path.name)
+            continue
+        findings = detection.findings if all_candidates else detection.above(threshold)
+        _print_findings(console, detection, threshold)
+        target = (out or Path("findings")) / f"{detection.series_uid}.{file_format}" if batch else out
+        if target is not None:
+            from medcad.findings import write_findings
+
+            write_findings(target, findings, series_uid=detection.series_uid, source=str(path))
+            console.print(f"wrote {target} ({len(findings)} {'candidates' if all_candidates else 'findings'})")
+    if failed:
+        raise MedcadError(f"{len(failed)} of {len(batch)} scans could not be read: {', '.join(failed)}")
+
+
+def _detect_one(console, path: Path, series: str | None, detect_models, seg_threshold: float):
+    """Reads one scan and runs the CAD with a progress bar per stage."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from medcad.io import read_scan
+    from medcad.pipeline import detect
+
+    with Progress(TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as progress:
+        reading = progress.add_task("read", total=1)
+        scan = read_scan(path, series_uid=series)
+        progress.update(reading, completed=1)
+        tasks = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=max(total, 1))
+            progress.update(tasks[stage], completed=done if total else 1)
+
+        detection = detect(scan, detect_models, segmentation_threshold=seg_threshold, progress=report)
+    timing = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in detection.seconds.items())
+    console.print(f"{path.name}: {len(detection.candidates)} candidates ({timing}; backend {detect_models.backend})")
+    return detection
+
+
+def _print_findings(console, detection, threshold: float) -> None:
+    from rich.table import Table
+
+    findings = detection.above(threshold)
+    table = Table(title=f"{detection.series_uid}: {len(findings)} finding(s) with nodule probability > {threshold}")
+    for column in ("nodule prob", "malignancy prob", "centre xyz (mm)", "centre irc", "diameter (mm)", "voxels"):
+        table.add_column(column, justify="right")
+    for f in findings:
+        table.add_row(f"{f.nodule_prob:.3f}", "-" if f.malignancy_prob is None else f"{f.malignancy_prob:.3f}",
+                      ", ".join(f"{v:.2f}" for v in f.center_xyz), ", ".join(f"{v:.1f}" for v in f.center_irc),
+                      f"{f.diameter_mm:.1f}", str(f.voxel_count))
+    console.print(table)

@@ -1,0 +1,93 @@
+"""The whole nodule CAD on one scan: segment -> threshold + erode -> group -> classify -> findings."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from medcad.findings import Candidate, Finding
+from medcad.io.scan import Scan
+from medcad.pipeline.classify import classify
+from medcad.pipeline.group import group
+from medcad.pipeline.model_set import DetectModels
+from medcad.pipeline.segment import erode, segment
+
+#: Stage names, in order, as reported to ``progress`` and in ``Detection.seconds``.
+STAGES = ("segment", "group", "classify")
+#: ``progress(stage, done, total)``.
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """What ``detect`` found in one scan.
+
+    Attributes:
+        series_uid: the scan's series UID (or its file stem).
+        candidates: every connected component, in label order.
+        findings: every candidate scored, highest nodule probability first.
+        seconds: wall time per stage (``segment``, ``group``, ``classify``).
+    """
+
+    series_uid: str
+    candidates: list[Candidate]
+    findings: list[Finding]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def above(self, threshold: float) -> list[Finding]:
+        """Findings with nodule probability above ``threshold``."""
+        return [f for f in self.findings if f.nodule_prob > threshold]
+
+
+def detect(scan: Scan, models: DetectModels, segmentation_threshold: float = 0.5, erosion_iterations: int = 1,
+           progress: Progress | None = None) -> Detection:
+    """Runs the CAD chain on a scan with the book's semantics (see the stage modules).
+
+    Args:
+        scan: the CT (read once; its array is not modified).
+        models: the loaded predictors (:func:`medcad.pipeline.load_detect_models`).
+        segmentation_threshold: probability above which a voxel is nodule-like (0.5, the book).
+        erosion_iterations: erosions of the thresholded mask (1, the book).
+        progress: called as ``progress(stage, done, total)`` while the stages run.
+    """
+    series_uid = scan.series_uid or _stem(scan.source)
+    report = (lambda stage: (lambda done, total: progress(stage, done, total))) if progress else (lambda stage: None)
+    seconds = {}
+
+    start = time.perf_counter()
+    mask = segment(scan.hu, models.segmentation, threshold=segmentation_threshold, progress=report("segment"))
+    mask = erode(mask, erosion_iterations)
+    seconds["segment"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    candidates = group(mask, scan.hu, scan.geometry, series_uid=series_uid)
+    del mask
+    seconds["group"] = time.perf_counter() - start
+    if progress:
+        progress("group", len(candidates), len(candidates))
+
+    start = time.perf_counter()
+    predictors = [models.nodule] + ([models.malignancy] if models.malignancy else [])
+    scores = classify(scan.hu, candidates, predictors, progress=report("classify")) if candidates else []
+    seconds["classify"] = time.perf_counter() - start
+
+    findings = [
+        Finding.from_candidate(candidate, scores[0][i], scores[1][i] if len(scores) > 1 else None, series_uid)
+        for i, candidate in enumerate(candidates)
+    ]
+    findings.sort(key=lambda f: -f.nodule_prob)
+    return Detection(series_uid, candidates, findings, seconds)
+
+
+def _stem(source: str | None) -> str:
+    """A name for a scan without a series UID: its file name without the volume suffix."""
+    from pathlib import Path
+
+    from medcad.io.volume_files import volume_suffix
+
+    if not source:
+        return ""
+    name = Path(source).name
+    suffix = volume_suffix(name)
+    return name[: -len(suffix)] if suffix else name

@@ -1,0 +1,71 @@
+"""Stage 2: group the eroded mask into candidates (connected components with their centres).
+
+As the book: components with 6-connectivity (``scipy.ndimage.label``'s default), centre = the
+centre of mass weighted by HU clipped to [-1000, 1000] plus 1001 (so air still weighs 1).
+Here the labelling is ``cc3d`` and all weighted centres come from one pass over the labelled
+voxels with ``numpy.bincount``, instead of ``center_of_mass`` sweeping the volume per axis.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from medcad.findings import Candidate
+from medcad.geometry import VolumeGeometry
+
+#: HU range of the centroid weights; weight = clip(hu) + 1001 (the book's choice).
+WEIGHT_CLIP_HU = (-1000, 1000)
+
+
+def label_components(mask: np.ndarray, connectivity: int = 6) -> tuple[np.ndarray, int]:
+    """Connected components of a boolean volume: (labels 1..n, 0 background; n)."""
+    import cc3d
+
+    labels, count = cc3d.connected_components(np.ascontiguousarray(mask, dtype=bool), connectivity=connectivity,
+                                              return_N=True)
+    return labels, int(count)
+
+
+def weighted_centroids(labels: np.ndarray, count: int, hu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """HU-weighted centres (count, 3) in irc and voxel counts (count,) of labels 1..count."""
+    flat_index = np.flatnonzero(labels)
+    component = labels.ravel()[flat_index].astype(np.int64) - 1
+    weights = np.clip(hu.ravel()[flat_index].astype(np.float64), *WEIGHT_CLIP_HU) + (1 - WEIGHT_CLIP_HU[0])
+    total = np.bincount(component, weights=weights, minlength=count)
+    voxel_count = np.bincount(component, minlength=count)
+    centres = np.empty((count, 3), dtype=np.float64)
+    for axis, coordinate in enumerate(np.unravel_index(flat_index, labels.shape)):
+        centres[:, axis] = np.bincount(component, weights=weights * coordinate, minlength=count) / total
+    return centres, voxel_count
+
+
+def group(mask: np.ndarray, hu: np.ndarray, geometry: VolumeGeometry, series_uid: str | None = None,
+          connectivity: int = 6) -> list[Candidate]:
+    """Candidates (one per connected component of ``mask``), in label order.
+
+    Args:
+        mask: the thresholded, eroded segmentation (z, y, x).
+        hu: the scan's HU (same shape), for the centroid weights.
+        geometry: the scan's geometry, for ``center_xyz`` and ``diameter_mm``.
+        series_uid: copied into each candidate.
+        connectivity: 6 (faces, the book), 18 or 26.
+    """
+    labels, count = label_components(mask, connectivity)
+    if count == 0:
+        return []
+    centres_irc, voxel_counts = weighted_centroids(labels, count, hu)
+    centres_xyz = geometry.irc_to_xyz(centres_irc)
+    voxel_mm3 = float(np.prod(geometry.spacing_xyz))
+    return [
+        Candidate(series_uid=series_uid, center_irc=tuple(float(v) for v in irc),
+                  center_xyz=tuple(float(v) for v in xyz), voxel_count=int(n),
+                  diameter_mm=equivalent_diameter_mm(int(n) * voxel_mm3))
+        for irc, xyz, n in zip(centres_irc, centres_xyz, voxel_counts)
+    ]
+
+
+def equivalent_diameter_mm(volume_mm3: float) -> float:
+    """Diameter of the sphere with this volume."""
+    return 2.0 * (3.0 * volume_mm3 / (4.0 * math.pi)) ** (1.0 / 3.0)

@@ -1,0 +1,94 @@
+"""Stage 1: per-slice segmentation of nodule-like voxels, then threshold + erosion.
+
+As the book: each slice goes into the 2D U-Net with ``context_slices`` slices on each side as
+channels (indices clamped at the volume ends, so the first slice sees itself repeated), HU clamped
+to the model's range (rows / columns not divisible by the U-Net's pooling are padded with air);
+the output probability map is thresholded (0.5) and eroded once with the
+6-neighbour cross (voxels on the volume border never survive, as ``scipy.ndimage.binary_erosion``
+with its default border value 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from medcad.pipeline.backends import Predictor
+
+#: Slices per inference call: per-call costs are small next to a 512 x 512 slice, and a batch of
+#: two keeps ONNX Runtime's buffers near 0.2 GiB per concurrent run (8 slices: about 1.5 GiB).
+SLICE_BATCH = 2
+
+
+def context_batch(hu: np.ndarray, slice_indices: np.ndarray, context_slices: int,
+                  hu_clamp: tuple[float, float]) -> np.ndarray:
+    """The model input for some slices: (N, 2 * context + 1, rows, cols) float32, clamped HU."""
+    offsets = np.arange(-context_slices, context_slices + 1)
+    indices = np.clip(np.asarray(slice_indices)[:, None] + offsets[None, :], 0, hu.shape[0] - 1)
+    batch = hu[indices].astype(np.float32)
+    return np.clip(batch, hu_clamp[0], hu_clamp[1], out=batch)
+
+
+def segment(hu: np.ndarray, predictor: Predictor, batch_size: int = SLICE_BATCH, threshold: float | None = None,
+            progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Nodule probability per voxel, (z, y, x) float32, from the 2D segmentation model.
+
+    Args:
+        hu: the scan's HU array (z, y, x).
+        predictor: a segmentation model (``preprocessing.kind == "slice_context"``).
+        batch_size: slices per inference call.
+        threshold: when given, return ``prob > threshold`` (bool) instead, thresholded batch by
+            batch so the float map never exists (a quarter of the memory).
+        progress: called with (slices done, slices in all) after each batch.
+    """
+    preprocessing = predictor.description.preprocessing
+    context = int(preprocessing.get("context_slices", 3))
+    clamp = tuple(preprocessing.get("hu_clamp", (-1000.0, 1000.0)))
+    slice_count, rows, cols = hu.shape
+    # The U-Net halves the size depth - 1 times: pad rows / columns up to a multiple with air.
+    multiple = 2 ** (int(predictor.description.kwargs.get("depth", 3)) - 1)
+    padding = ((0, 0), (0, 0), (0, -rows % multiple), (0, -cols % multiple))
+
+    def inputs(indices: np.ndarray) -> np.ndarray:
+        batch = context_batch(hu, indices, context, clamp)
+        return np.pad(batch, padding, constant_values=clamp[0]) if padding[2][1] or padding[3][1] else batch
+
+    chunks = [np.arange(start, min(start + batch_size, slice_count)) for start in range(0, slice_count, batch_size)]
+    result = np.empty(hu.shape, dtype=np.float32 if threshold is None else bool)
+    for indices, output in zip(chunks, predictor.map(inputs(indices) for indices in chunks)):
+        prob = output[:, 0, :rows, :cols]
+        result[indices] = prob if threshold is None else prob > threshold
+        if progress:
+            progress(int(indices[-1]) + 1, slice_count)
+    return result
+
+
+def threshold_mask(prob: np.ndarray, threshold: float = 0.5, erosion_iterations: int = 1) -> np.ndarray:
+    """``prob > threshold``, eroded ``erosion_iterations`` times with the 6-neighbour cross."""
+    mask = prob > threshold
+    return erode(mask, erosion_iterations)
+
+
+def erode(mask: np.ndarray, iterations: int = 1) -> np.ndarray:
+    """``iterations`` binary erosions of a boolean volume with the 6-neighbour cross."""
+    for _ in range(iterations):
+        mask = erode_cross(mask)
+    return mask
+def erode_cross(mask: np.ndarray) -> np.ndarray:
+    """One binary erosion with the 3D cross (face neighbours); outside the volume counts as False.
+
+    Equal to ``scipy.ndimage.binary_erosion(mask)`` and several times faster: six shifted ANDs.
+    """
+    out = mask.copy()
+    for axis in range(mask.ndim):
+        head = [slice(None)] * mask.ndim
+        tail = [slice(None)] * mask.ndim
+        head[axis], tail[axis] = slice(1, None), slice(None, -1)
+        out[tuple(head)] &= mask[tuple(tail)]
+        out[tuple(tail)] &= mask[tuple(head)]
+        edge = [slice(None)] * mask.ndim
+        for index in (0, -1):
+            edge[axis] = index
+            out[tuple(edge)] = False
+    return out

@@ -1,0 +1,1 @@
+"""One module per application: wires config -> data -> model -> loss -> metrics."""

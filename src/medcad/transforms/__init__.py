@@ -1,0 +1,1 @@
+"""Transforms of scans and images: intensity, spatial, augmentation, projections (MIP)."""

@@ -1,0 +1,130 @@
+"""``medcad train image-cls``, ``predict image``, ``evaluate-images`` and ``data summary`` end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medcad.data.images import ImagePreprocessing
+from medcad.models.store import ModelDescription, save_model
+from medcad.models.torchvision_backbones import TorchvisionClassifier
+from tests.conftest import shared_path
+
+OCT_CLASSES = ["CNV", "DME", "DRUSEN", "NORMAL"]
+
+
+def medcad(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "medcad", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def write_toy_images(root, patients: int = 8, per_patient: int = 2):
+    """Two easily told apart classes: bright top half (TOP) or bright bottom half (BOTTOM)."""
+    rng = np.random.default_rng(1)
+    for name in ("TOP", "BOTTOM"):
+        (root / name).mkdir(parents=True)
+        for p in range(patients):
+            for i in range(per_patient):
+                pixels = rng.normal(60, 20, (24, 24))
+                rows = slice(0, 12) if name == "TOP" else slice(12, 24)
+                pixels[rows] += 120
+                Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(root / name / f"{name}-{p}{name[0]}-{i}.png")
+    return root
+
+
+def test_train_predict_evaluate_and_resume_on_toy_images(tmp_path):
+    data = write_toy_images(tmp_path / "toy")
+    run = tmp_path / "run"
+    common = ["--arch", "resnet18", "--weights", "none", "--freeze", "none", "--image-size", "32", "--channels", "1",
+              "--batch-size", "8", "--lr", "0.003", "--seed", "5", "--split-fractions", "0.5,0.25,0.25"]
+    result = medcad("train", "image-cls", data, "--out", run, "--epochs", "2", *common)
+    assert result.returncode == 0, result.stderr
+    assert "11,170," in result.stdout and "trainable" in result.stdout  # parameter counts printed
+    for name in ("config.yaml", "split.json", "history.csv", "history.png", "test_metrics.json", "test_confusion.png",
+                 "model/model.safetensors", "model/model.json", "model/split.json", "checkpoints/latest"):
+        assert (run / name).is_file(), name
+    description = json.loads((run / "model" / "model.json").read_text())
+    assert description["class_names"] == ["BOTTOM", "TOP"] and description["preprocessing"]["image_size"] == [32, 32]
+
+    resumed = medcad("train", "image-cls", "--out", run, "--epochs", "3", "--resume", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert (run / "history.csv").read_text().count("\n") == 4  # header + epochs 1..3
+
+    image = next((data / "TOP").iterdir())
+    predicted = medcad("predict", "image", image, "--model", run, "--top-k", "2", "--json")
+    assert predicted.returncode == 0, predicted.stderr
+    top = json.loads(predicted.stdout)[0]["top"]
+    assert [t["class"] for t in top] in (["TOP", "BOTTOM"], ["BOTTOM", "TOP"])
+    assert abs(sum(t["probability"] for t in top) - 1) < 1e-5
+
+    out = tmp_path / "evaluation"
+    evaluated = medcad("evaluate-images", data, "--model", run / "model", "--out", out, "--samples", "4")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "accuracy" in evaluated.stdout and "TOP" in evaluated.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    test_keys = json.loads((run / "split.json").read_text())["splits"]["test"]
+    assert metrics["images"] == len(test_keys)  # the held-out patients of the training split
+    for png in ("confusion_matrix.png", "predictions.png"):
+        assert (out / png).stat().st_size > 10_000
+
+
+def test_bad_options_exit_2_with_one_line(tmp_path):
+    data = write_toy_images(tmp_path / "toy", patients=2)
+    result = medcad("train", "image-cls", data, "--out", tmp_path / "run", "--weights", "none", "--freeze", "some")
+    assert result.returncode == 2 and "all-but-last-N" in result.stderr and "Traceback" not in result.stderr
+    missing = medcad("predict", "image", tmp_path / "none.png", "--model", tmp_path / "nothing")
+    assert missing.returncode == 2 and "not a medcad model folder" in missing.stderr
+
+
+def _untrained_oct_model(folder):
+    kwargs = {"arch": "resnet18", "num_classes": 4, "in_channels": 1, "head_hidden": 0, "dropout": 0.0,
+              "freeze": "none"}
+    torch.manual_seed(0)
+    save_model(folder, TorchvisionClassifier(**kwargs), ModelDescription(
+        "torchvision", kwargs, preprocessing=ImagePreprocessing.imagenet((64, 128), 1).to_dict(),
+        extra={"class_names": OCT_CLASSES}))
+    return folder
+
+
+def test_predict_one_oct_image_prints_top4_summing_to_one(tmp_path):
+    image = shared_path("oct", "DME", "DME-1081406-1.jpeg")
+    model = _untrained_oct_model(tmp_path / "model")
+    result = medcad("predict", "image", image, "--model", model, "--top-k", "4", "--json")
+    assert result.returncode == 0, result.stderr
+    top = json.loads(result.stdout)[0]["top"]
+    assert sorted(t["class"] for t in top) == OCT_CLASSES
+    assert abs(sum(t["probability"] for t in top) - 1) < 1e-5
+    assert [t["probability"] for t in top] == sorted((t["probability"] for t in top), reverse=True)
+    table = medcad("predict", "image", image, "--model", model, "--top-k", "4")
+    assert all(name in table.stdout for name in OCT_CLASSES)
+
+
+def test_data_summary_of_real_oct(tmp_path):
+    root = shared_path("oct")
+    figure = tmp_path / "summary.png"
+    result = medcad("data", "summary", root, "--figure", figure)
+    assert result.returncode == 0, result.stderr
+    assert "DRUSEN" in result.stdout and "499" in result.stdout and "1024 x 496" in result.stdout
+    assert figure.stat().st_size > 20_000
+
+
+@pytest.mark.slow
+def test_pneumoniamnist_tiny_budget_learns():
+    archive = shared_path("pneumoniamnist", "pneumoniamnist.npz")
+    from medcad.tasks.image_cls import ImageClsConfig, train_image_classifier
+    from medcad.training.config import apply_overrides
+
+    config = apply_overrides(ImageClsConfig(), {
+        "data.source": str(archive), "data.image_size": (28, 28), "data.channels": 1, "data.batch_size": 128,
+        "data.class_names": ("normal", "pneumonia"), "model.arch": "resnet18", "model.weights": "none",
+        "model.freeze": "none", "fit.epochs": 2, "fit.optimizer.lr": 0.002, "fit.scheduler.name": "cosine",
+        "fit.tensorboard": False})
+    trained = train_image_classifier(config)
+    assert trained.fit.history[-1]["val_loss"] < trained.fit.history[0]["train_loss"]
+    assert trained.test.auc > 0.85

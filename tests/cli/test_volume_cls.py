@@ -1,0 +1,116 @@
+"""``medcad preprocess`` -> ``medcad train volume-cls`` -> ``medcad predict volume-cls`` on hand-made phantoms."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from medcad.io import write_scan
+from tests.transforms.phantoms import small_chest
+
+
+def medcad(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "medcad", *args], capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"medcad {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def phantom_folders(root, per_class: int, shape=(24, 48, 48)):
+    """Class folders of small chests: ``nodule/`` with a solid nodule in a lung, ``clear/`` without."""
+    for index in range(2 * per_class):
+        label = "nodule" if index % 2 else "clear"
+        write_scan(small_chest(index, nodule=index % 2 == 1, shape=shape), root / label / f"chest{index:03d}.nii.gz")
+    return root
+
+
+@pytest.mark.slow
+def test_preprocess_train_predict_end_to_end(tmp_path):
+    data = phantom_folders(tmp_path / "scans", per_class=10)
+    cache = tmp_path / "cache"
+    medcad("preprocess", str(data), "--out", str(cache), "--shape", "16")
+    rows = list(csv.DictReader((cache / "volumes.csv").open()))
+    assert len(rows) == 20 and {r["label"] for r in rows} == {"clear", "nodule"}
+    assert all(r["path"].endswith(".safetensors") and float(r["lung_volume_ml"]) > 50 for r in rows)
+
+    run = tmp_path / "run"
+    result = medcad("train", "volume-cls", "--data", str(cache / "volumes.csv"), "--out", str(run), "--width", "4",
+                    "--epochs", "2", "--batch-size", "4", "--device", "cpu", "--class-weights", "effective",
+                    "--loss", "focal")
+    assert "val_auc =" in result.stdout and "test_auc =" in result.stdout
+    for name in ("model/model.json", "model/model.safetensors", "history.csv", "history.png", "metrics.json",
+                 "split.csv", "config.yaml"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["class_names"] == ["clear", "nodule"]
+    assert metrics["train_class_counts"] == [7, 7]  # 70 / 15 / 15 of 10 per class: 7 / 1 / 2
+    assert metrics["reports"]["test"]["count"] == 4 and metrics["reports"]["val"]["count"] == 2
+    assert len(metrics["reports"]["val"]["per_class"]) == 2
+    history = list(csv.DictReader((run / "history.csv").open()))
+    assert len(history) == 2 and {"val_auc", "val_f1", "val_precision", "val_recall", "train_loss"} <= set(history[0])
+    split = list(csv.DictReader((run / "split.csv").open()))
+    assert {r["split"] for r in split} == {"train", "val", "test"}
+
+    volumes = [str(data / "nodule" / "chest001.nii.gz"), str(cache / rows[0]["path"])]
+    out_csv = tmp_path / "predictions.csv"
+    result = medcad("predict", "volume-cls", *volumes, "--model", str(run), "--out", str(out_csv))
+    assert "chest001.nii.gz" in result.stdout
+    predictions = list(csv.DictReader(out_csv.open()))
+    assert len(predictions) == 2
+    for row in predictions:
+        assert row["predicted"] in ("clear", "nodule")
+        assert abs(float(row["p_clear"]) + float(row["p_nodule"]) - 1) < 1e-5
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path):
+    (tmp_path / "table.csv").write_text("file,label\nx.nii.gz,a\n")
+    result = medcad("train", "volume-cls", "--data", str(tmp_path / "table.csv"), "--out", str(tmp_path / "run"),
+                    check=False)
+    assert result.returncode == 2
+    assert "table.csv: missing column(s) path" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_train_and_predict_in_process(tmp_path):
+    """The library under the commands, small and quick: cached phantoms, one epoch, predictions."""
+    from medcad.data.volume_cache import VolumePreprocessConfig, preprocess_table
+    from medcad.data.volumes import read_volume_table
+    from medcad.tasks.volume_cls import VolumeClsConfig, predict_volumes, train_volume_classifier
+    from medcad.training.config import FitConfig
+
+    data = phantom_folders(tmp_path / "scans", per_class=7, shape=(16, 40, 40))
+    cached = preprocess_table(read_volume_table(data), VolumePreprocessConfig(shape=(16, 16, 16)), tmp_path / "cache")
+    config = VolumeClsConfig(width=4, batch_size=4, sampler="balanced", loss="focal_dice",
+                             fit=FitConfig(epochs=1, device="cpu", tensorboard=False))
+    run = train_volume_classifier(read_volume_table(cached.table_path), config, tmp_path / "run")
+    assert (tmp_path / "run" / "model" / "model.json").is_file()
+    description = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
+    assert description["preprocessing"]["shape"] == [16, 16, 16]  # taken from the cache, not the default 64
+    assert description["class_names"] == ["clear", "nodule"]
+    assert set(run.reports) == {"val", "test"} and run.reports["test"].count == 2
+    predictions = predict_volumes(tmp_path / "run" / "model", [data / "nodule" / "chest001.nii.gz"])
+    assert predictions[0].predicted in ("clear", "nodule")
+    assert abs(sum(predictions[0].probabilities.values()) - 1) < 1e-5
+
+
+@pytest.mark.slow
+def test_phantom_task_reaches_validation_auc_above_0_8(tmp_path):
+    """The tiny version of the README's phantom run: nodule vs clear, resnet10_3d, CPU, a minute or so."""
+    from medcad.data.volume_cache import VolumePreprocessConfig, preprocess_table
+    from medcad.data.volumes import read_volume_table
+    from medcad.tasks.volume_cls import VolumeClsConfig, train_volume_classifier
+    from medcad.training.config import FitConfig, OptimizerConfig
+
+    data = phantom_folders(tmp_path / "scans", per_class=24)
+    preprocess = VolumePreprocessConfig(shape=(32, 32, 32))
+    cached = preprocess_table(read_volume_table(data), preprocess, tmp_path / "cache")
+    config = VolumeClsConfig(model="resnet10_3d", width=16, batch_size=8, preprocess=preprocess,
+                             fit=FitConfig(epochs=8, optimizer=OptimizerConfig(lr=1e-3), monitor="val_auc",
+                                           device="cpu", tensorboard=False, seed=0))
+    run = train_volume_classifier(read_volume_table(cached.table_path), config, tmp_path / "run")
+    assert run.reports["val"].count == 8  # 15 % of 24 patients per class, rounded: 4 + 4
+    assert run.reports["val"].auc > 0.8
+    assert run.reports["test"].auc > 0.8

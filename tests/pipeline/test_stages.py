@@ -1,0 +1,124 @@
+"""The stage functions against the book's operations (scipy) and its crop / context rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy import ndimage
+
+from medcad.findings import Candidate
+from medcad.geometry import VolumeGeometry
+from medcad.models.store import ModelDescription
+from medcad.pipeline import classify, context_batch, crop_starts, extract_crops, group, threshold_mask, weighted_centroids
+from medcad.pipeline.backends import Predictor
+from medcad.pipeline.group import equivalent_diameter_mm, label_components
+from tests.pipeline.helpers import CLASSIFIER_PREPROCESSING
+
+
+def test_context_slices_are_clamped_at_the_volume_ends():
+    hu = np.arange(5, dtype=np.int16)[:, None, None] * np.ones((1, 2, 3), dtype=np.int16)  # slice i holds i
+    batch = context_batch(hu, np.array([0, 4]), 3, (-1000, 1000))
+    assert batch.shape == (2, 7, 2, 3) and batch.dtype == np.float32
+    assert batch[0, :, 0, 0].tolist() == [0, 0, 0, 0, 1, 2, 3]
+    assert batch[1, :, 0, 0].tolist() == [1, 2, 3, 4, 4, 4, 4]
+
+
+def test_context_batch_clamps_hu():
+    hu = np.array([[[-3024, 3071]]], dtype=np.int16)
+    assert context_batch(hu, np.array([0]), 1, (-1000, 1000))[0, 1, 0].tolist() == [-1000, 1000]
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.float32, st.tuples(st.integers(1, 6), st.integers(1, 7), st.integers(1, 7)),
+              elements=st.floats(0, 1, width=32)), st.integers(1, 2))
+def test_threshold_and_erosion_equal_scipy(prob, iterations):
+    expected = ndimage.binary_erosion(prob > 0.5, iterations=iterations)
+    assert np.array_equal(threshold_mask(prob, 0.5, iterations), expected)
+
+
+def random_blobs(seed: int, shape=(20, 30, 30)) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    mask = ndimage.binary_opening(rng.random(shape) > 0.6)
+    hu = rng.integers(-2000, 3000, shape).astype(np.int16)
+    return mask, hu
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_grouping_equals_label_and_center_of_mass(seed):
+    mask, hu = random_blobs(seed)
+    labels, count = label_components(mask)
+    reference, reference_count = ndimage.label(mask)
+    assert count == reference_count > 5
+    centres, voxel_counts = weighted_centroids(labels, count, hu)
+    weights = hu.astype(np.float64).clip(-1000, 1000) + 1001
+    # cc3d and scipy number components in the same (raster) order
+    expected = np.array(ndimage.center_of_mass(weights, reference, np.arange(1, count + 1)))
+    np.testing.assert_allclose(centres, expected, rtol=0, atol=1e-9)
+    assert voxel_counts.tolist() == np.bincount(reference.ravel())[1:].tolist()
+
+
+def test_candidates_carry_world_centres_and_sizes():
+    mask = np.zeros((6, 8, 9), dtype=bool)
+    mask[2:4, 3:5, 4:6] = True  # 8 voxels, centre (2.5, 3.5, 4.5) with equal weights
+    hu = np.full(mask.shape, 100, dtype=np.int16)
+    geometry = VolumeGeometry(mask.shape, (10.0, -20.0, 30.0), (0.5, 0.75, 2.0), np.diag([-1.0, 1.0, 1.0]))
+    (candidate,) = group(mask, hu, geometry, series_uid="1.2")
+    assert candidate.center_irc == (2.5, 3.5, 4.5)
+    assert candidate.center_xyz == pytest.approx((10.0 - 4.5 * 0.5, -20.0 + 3.5 * 0.75, 30.0 + 2.5 * 2.0))
+    assert candidate.voxel_count == 8 and candidate.series_uid == "1.2"
+    volume = 8 * 0.5 * 0.75 * 2.0
+    assert candidate.diameter_mm == pytest.approx((6 * volume / np.pi) ** (1 / 3))
+    assert equivalent_diameter_mm(4 / 3 * np.pi) == pytest.approx(2.0)
+
+
+def test_no_mask_no_candidates():
+    geometry = VolumeGeometry((3, 4, 4), (0, 0, 0), (1, 1, 1), np.eye(3))
+    assert group(np.zeros((3, 4, 4), bool), np.zeros((3, 4, 4), np.int16), geometry) == []
+
+
+def test_crops_shift_inside_the_volume_as_the_book():
+    shape, crop = (100, 200, 200), (32, 48, 48)
+    centres = np.array([[50.4, 100.6, 99.5], [3.0, 5.0, 190.0], [99.0, 199.0, 0.0]])
+    starts = crop_starts(centres, shape, crop)
+    assert starts.tolist() == [[34, 77, 76], [0, 0, 152], [68, 152, 0]]  # rint(99.5) = 100 (ties to even)
+
+
+def test_crops_of_a_short_scan_are_filled_with_air():
+    hu = np.full((5, 60, 60), 300, dtype=np.int16)
+    starts = crop_starts([[2.0, 30.0, 30.0]], hu.shape, (32, 48, 48))
+    assert starts.tolist() == [[0, 6, 6]]
+    crops = extract_crops(hu, starts, (32, 48, 48), (-1000, 1000))
+    assert crops.shape == (1, 1, 32, 48, 48)
+    assert np.all(crops[0, 0, :5] == 300) and np.all(crops[0, 0, 5:] == -1000)
+
+
+class MeanPredictor(Predictor):
+    """Logits (0, mean HU / 1000 + shift): records the batches it saw."""
+
+    def __init__(self, shift: float):
+        self.description = ModelDescription("fake", {}, CLASSIFIER_PREPROCESSING)
+        self.shift, self.batches = shift, []
+
+    def __call__(self, batch):
+        self.batches.append(batch.shape[0])
+        mean = batch.reshape(len(batch), -1).mean(axis=1) / 1000 + self.shift
+        return np.stack([np.zeros_like(mean), mean], axis=1)
+
+
+def test_classify_scores_each_candidate_with_each_model():
+    hu = np.full((40, 60, 60), -1000, dtype=np.int16)
+    hu[:20] = 1000
+    candidates = [Candidate(None, (z, 30.0, 30.0), (0, 0, 0), 1, 1.0) for z in (5.0, 35.0, 20.0)]
+    nodule, malignancy = MeanPredictor(0.0), MeanPredictor(1.0)
+    progress = []
+    probs = classify(hu, candidates, [nodule, malignancy], batch_size=2, progress=lambda d, t: progress.append((d, t)))
+    crops = extract_crops(hu, crop_starts([c.center_irc for c in candidates], hu.shape, (32, 48, 48)), (32, 48, 48),
+                          (-1000, 1000))
+    means = crops.reshape(3, -1).mean(axis=1) / 1000
+    np.testing.assert_allclose(probs[0], 1 / (1 + np.exp(-means)), rtol=1e-6)
+    np.testing.assert_allclose(probs[1], 1 / (1 + np.exp(-(means + 1))), rtol=1e-6)
+    assert nodule.batches == malignancy.batches == [2, 1]
+    assert progress[-1] == (3, 3)
