@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -19,6 +20,20 @@ from medcad.transforms.mip import MipConfig
 def _medcad(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "medcad", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout)
+
+
+def _medcad_here(capsys, *args) -> subprocess.CompletedProcess:
+    """The CLI run in this process (exit code, stdout, stderr): no interpreter start-up per call."""
+    from medcad.cli import main
+
+    with mock.patch.object(sys, "argv", ["medcad", *map(str, args)]):
+        try:
+            main()
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code or 0
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
 
 
 def _untrained_model(folder):
@@ -38,11 +53,11 @@ def _spine_scan(tmp_path):
             write_scan(Scan.from_array(labels, **geometry), tmp_path / "labels.mha"))
 
 
-def test_locate_prints_slice_z_confidence_and_writes_the_png(tmp_path):
+def test_locate_prints_slice_z_confidence_and_writes_the_png(tmp_path, capsys):
     model = _untrained_model(tmp_path / "model")
     scan_path, labels_path = _spine_scan(tmp_path)
     png = tmp_path / "out" / "l3.png"
-    result = _medcad("locate", scan_path, "--model", model, "--png", png, "--labels", labels_path, "--json")
+    result = _medcad_here(capsys, "locate", scan_path, "--model", model, "--png", png, "--labels", labels_path, "--json")
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert 0 <= document["slice_index"] < 50 and 0.0 <= document["confidence"] <= 1.0
@@ -51,19 +66,19 @@ def test_locate_prints_slice_z_confidence_and_writes_the_png(tmp_path):
     assert document["reference"]["slice_index"] == 32 and document["reference"]["z_mm"] == pytest.approx(80 - 96.0)
     assert document["reference"]["error_mm"] == pytest.approx(abs(document["z_mm"] - (80 - 96.0)), abs=0.02)
     assert isinstance(document["low_confidence"], bool) and png.is_file() and png.stat().st_size > 1000
-    text = _medcad("locate", scan_path, "--model", model, "--png", png)
+    text = _medcad_here(capsys, "locate", scan_path, "--model", model, "--png", png)
     assert text.returncode == 0 and "L3 slice index" in text.stdout and "confidence" in text.stdout
 
 
-def test_locate_bad_inputs_give_one_line(tmp_path):
+def test_locate_bad_inputs_give_one_line(tmp_path, capsys):
     model = _untrained_model(tmp_path / "model")
     flat = write_scan(Scan.from_array(np.zeros((1, 32, 32), dtype=np.int16)), tmp_path / "slice.mha")
-    result = _medcad("locate", flat, "--model", model, "--png", tmp_path / "x.png")
+    result = _medcad_here(capsys, "locate", flat, "--model", model, "--png", tmp_path / "x.png")
     assert result.returncode == 2 and "single image" in result.stderr and "Traceback" not in result.stderr
     scan_path, _ = _spine_scan(tmp_path)
-    result = _medcad("locate", scan_path, "--model", tmp_path)
+    result = _medcad_here(capsys, "locate", scan_path, "--model", tmp_path)
     assert result.returncode == 2 and "no L3 model here" in result.stderr
-    result = _medcad("locate", scan_path, "--model", model, "--views", "frontal")
+    result = _medcad_here(capsys, "locate", scan_path, "--model", model, "--views", "frontal")
     assert result.returncode == 2 and "frontal" in result.stderr
 
 

@@ -81,7 +81,7 @@ def test_train_and_predict_in_process(tmp_path):
     from medcad.tasks.volume_cls import VolumeClsConfig, predict_volumes, train_volume_classifier
     from medcad.training.config import FitConfig
 
-    data = phantom_folders(tmp_path / "scans", per_class=7, shape=(16, 40, 40))
+    data = phantom_folders(tmp_path / "scans", per_class=7)
     cached = preprocess_table(read_volume_table(data), VolumePreprocessConfig(shape=(16, 16, 16)), tmp_path / "cache")
     config = VolumeClsConfig(width=4, batch_size=4, sampler="balanced", loss="focal_dice",
                              fit=FitConfig(epochs=1, device="cpu", tensorboard=False))

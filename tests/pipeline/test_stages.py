@@ -12,7 +12,7 @@ from scipy import ndimage
 from medcad.findings import Candidate
 from medcad.geometry import VolumeGeometry
 from medcad.models.store import ModelDescription
-from medcad.pipeline import classify, context_batch, crop_starts, extract_crops, group, threshold_mask, weighted_centroids
+from medcad.pipeline import classify, context_batch, extract_crops, group, threshold_mask, weighted_centroids
 from medcad.pipeline.backends import Predictor
 from medcad.pipeline.group import equivalent_diameter_mm, label_components
 from tests.pipeline.helpers import CLASSIFIER_PREPROCESSING
@@ -80,17 +80,18 @@ def test_no_mask_no_candidates():
 
 
 def test_crops_shift_inside_the_volume_as_the_book():
-    shape, crop = (100, 200, 200), (32, 48, 48)
-    centres = np.array([[50.4, 100.6, 99.5], [3.0, 5.0, 190.0], [99.0, 199.0, 0.0]])
-    starts = crop_starts(centres, shape, crop)
-    assert starts.tolist() == [[34, 77, 76], [0, 0, 152], [68, 152, 0]]  # rint(99.5) = 100 (ties to even)
+    z, y, x = np.indices((100, 200, 200), dtype=np.int64)
+    hu = z * 1_000_000 + y * 1_000 + x  # every voxel holds its own index
+    centres = [(50.4, 100.6, 99.5), (3.0, 5.0, 190.0), (99.0, 199.0, 0.0)]
+    crops = extract_crops(hu, centres, (32, 48, 48), (-1e12, 1e12))
+    starts = [(int(v) // 1_000_000, int(v) // 1_000 % 1_000, int(v) % 1_000) for v in crops[:, 0, 0, 0, 0]]
+    # start = rounded centre - half the crop (rint(99.5) = 100, ties to even), shifted inside the volume
+    assert starts == [(34, 77, 76), (0, 0, 152), (68, 152, 0)]
 
 
 def test_crops_of_a_short_scan_are_filled_with_air():
     hu = np.full((5, 60, 60), 300, dtype=np.int16)
-    starts = crop_starts([[2.0, 30.0, 30.0]], hu.shape, (32, 48, 48))
-    assert starts.tolist() == [[0, 6, 6]]
-    crops = extract_crops(hu, starts, (32, 48, 48), (-1000, 1000))
+    crops = extract_crops(hu, [(2.0, 30.0, 30.0)], (32, 48, 48), (-1000, 1000))
     assert crops.shape == (1, 1, 32, 48, 48)
     assert np.all(crops[0, 0, :5] == 300) and np.all(crops[0, 0, 5:] == -1000)
 
@@ -115,8 +116,7 @@ def test_classify_scores_each_candidate_with_each_model():
     nodule, malignancy = MeanPredictor(0.0), MeanPredictor(1.0)
     progress = []
     probs = classify(hu, candidates, [nodule, malignancy], batch_size=2, progress=lambda d, t: progress.append((d, t)))
-    crops = extract_crops(hu, crop_starts([c.center_irc for c in candidates], hu.shape, (32, 48, 48)), (32, 48, 48),
-                          (-1000, 1000))
+    crops = extract_crops(hu, [c.center_irc for c in candidates], (32, 48, 48), (-1000, 1000))
     means = crops.reshape(3, -1).mean(axis=1) / 1000
     np.testing.assert_allclose(probs[0], 1 / (1 + np.exp(-means)), rtol=1e-6)
     np.testing.assert_allclose(probs[1], 1 / (1 + np.exp(-(means + 1))), rtol=1e-6)

@@ -23,6 +23,8 @@ def preprocess(
     margin_mm: float = typer.Option(10.0, "--margin-mm", help="Margin around the lungs' bounding box."),
     closing_mm: float = typer.Option(0.0, "--closing-mm", help="Closing radius of the lung masks (0: none)."),
     whole_scan: bool = typer.Option(False, "--whole-scan", help="Fit the whole scan, not the lungs' box."),
+    mask_outside_mm: float = typer.Option(None, "--mask-outside-mm",
+                                          help="Zero the image farther than this from the lungs (default: keep all)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo volumes already in the cache."),
 ) -> None:
     """Segment the lungs, crop, resample and window every volume once; write volumes.csv for training."""
@@ -33,7 +35,7 @@ def preprocess(
 
     resolve_window(window)  # a bad window fails before any work
     config = VolumePreprocessConfig(shape=(shape,) * 3, spacing_mm=spacing, window=window,
-                                    crop_to_lungs=not whole_scan, margin_mm=margin_mm,
+                                    crop_to_lungs=not whole_scan, margin_mm=margin_mm, mask_outside_mm=mask_outside_mm,
                                     lungs=LungMaskConfig(closing_mm=closing_mm))
     table = table_from_luna(data, luna_label) if luna_label else read_volume_table(data)
     summary = preprocess_table(table, config, out, overwrite)

@@ -34,6 +34,7 @@ def l3(
     loss: str = typer.Option(None, "--loss", help="bce (default) or mse (heat-map regression)."),
     seed: int = typer.Option(None, "--seed"),
     threads: int = typer.Option(1, "--threads", help="CPU threads for torch (1 is fastest on a busy 2-core machine)."),
+    jobs: int = typer.Option(1, "--jobs", help="Worker processes training (view, fold) runs side by side (one thread each)."),
     worst: int = typer.Option(5, "--worst", help="PNGs of the worst held-out cases per view."),
 ) -> None:
     """Cross-validate the L3 localiser (MIP -> 2D U-Net -> arg-max row); print the error in mm per fold and view."""
@@ -71,9 +72,10 @@ def l3(
         console.print(f"{view} fold {fold}: {len(results)} held out, median {errors[len(errors) // 2]:.1f} mm, "
                       f"max {errors[-1]:.1f} mm ({seconds:.0f} s)")
 
-    cv = cross_validate(dataset, settings, out, on_fold=report)
+    cv = cross_validate(dataset, settings, out, on_fold=report, jobs=jobs)
     write_evaluation(cv, dataset, out, worst=worst)
     console.print(error_table(cv.results))
-    console.print(f"total {time.perf_counter() - started:.0f} s on {threads} thread(s); fold models in "
+    console.print(f"total {time.perf_counter() - started:.0f} s ({max(jobs, 1)} process(es), "
+                  f"{1 if jobs > 1 else threads} thread(s) each); fold models in "
                   f"{out}/<view>/fold-<k>/model; per-case errors in {out / 'cases.csv'}; worst cases in {out / 'worst'}")
 

@@ -33,14 +33,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from medcad.data.nodule_samples import CROP_IRC, HU_CLAMP  # the book's crop and HU range, shared with training
 from medcad.errors import InputError
 
 #: The book's class names and the registry names they become.
 BOOK_MODELS = {"UNetWrapper": "nodule_unet2d", "LunaModel": "nodule_cnn3d"}
-#: Both book models read HU clamped to this range.
-HU_CLAMP = (-1000.0, 1000.0)
-#: The book's classifier crop (index, row, column).
-CROP_IRC = (32, 48, 48)
 
 _BLOCK_NAMES = {True: {"0": "conv1", "2": "norm1", "3": "conv2", "5": "norm2"},
                 False: {"0": "conv1", "2": "conv2"}}
@@ -57,8 +54,6 @@ class BookCheckpoint:
 
 def read_book_checkpoint(path: str | Path) -> BookCheckpoint:
     """Reads a book ``.state`` file with PyTorch's restricted unpickler (``weights_only=True``)."""
-    import pickle
-
     import torch
 
     source = Path(path)
@@ -66,7 +61,7 @@ def read_book_checkpoint(path: str | Path) -> BookCheckpoint:
         raise InputError(source, "checkpoint file not found")
     try:
         document = torch.load(source, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
+    except Exception as error:  # torch.load raises many types (UnpicklingError, KeyError, RuntimeError...)
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(source, f"not a readable PyTorch checkpoint, or it holds more than weights ({first})") from error
     if not isinstance(document, dict) or not isinstance(document.get("model_state"), dict):

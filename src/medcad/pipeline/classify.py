@@ -2,9 +2,10 @@
 
 As the book: the crop (32 x 48 x 48 by default) is centred on the candidate's centre rounded to
 the nearest voxel (start = centre - size // 2); near the volume border the window shifts to lie
-inside the volume instead of being padded. Where the scan is smaller than the crop along an axis
-(the book cannot handle that), the crop starts at 0 and the missing part is filled with air
-(the lower clamp, -1000 HU). The probability is the softmax of the positive class.
+inside the volume instead of being padded (``medcad.data.cache.crop_inside``, shared with
+training). Where the scan is smaller than the crop along an axis (the book cannot handle that),
+the crop starts at 0 and the missing part is air (-1000 HU). The probability is the softmax of
+the positive class.
 """
 
 from __future__ import annotations
@@ -21,21 +22,14 @@ from medcad.pipeline.backends import Predictor, ordered_map
 CROP_BATCH = 8
 
 
-def crop_starts(centers_irc: np.ndarray, volume_shape: Sequence[int], crop_shape: Sequence[int]) -> np.ndarray:
-    """Crop origins (N, 3): the centre rounded, minus half the crop, shifted inside the volume."""
-    rounded = np.rint(np.asarray(centers_irc, dtype=np.float64).reshape(-1, 3)).astype(np.int64)
-    size = np.asarray(crop_shape, dtype=np.int64)
-    highest = np.maximum(np.asarray(volume_shape, dtype=np.int64) - size, 0)
-    return np.clip(rounded - size // 2, 0, highest)
-
-
-def extract_crops(hu: np.ndarray, starts: np.ndarray, crop_shape: Sequence[int],
+def extract_crops(hu: np.ndarray, centers_irc: Sequence, crop_shape: Sequence[int],
                   hu_clamp: tuple[float, float]) -> np.ndarray:
-    """Crops (N, 1, *crop_shape) float32 of clamped HU at ``starts`` (air where the scan ends)."""
-    crops = np.full((len(starts), 1, *crop_shape), hu_clamp[0], dtype=np.float32)
-    for i, (z, y, x) in enumerate(starts):
-        block = hu[z:z + crop_shape[0], y:y + crop_shape[1], x:x + crop_shape[2]]
-        crops[i, 0, :block.shape[0], :block.shape[1], :block.shape[2]] = block
+    """Crops (N, 1, *crop_shape) float32 of clamped HU around each centre, the book's window."""
+    from medcad.data.cache import crop_inside
+
+    crops = np.empty((len(centers_irc), 1, *crop_shape), dtype=np.float32)
+    for i, center in enumerate(centers_irc):
+        crops[i, 0] = crop_inside(hu, center, crop_shape)[0]
     return np.clip(crops, hu_clamp[0], hu_clamp[1], out=crops)
 
 
@@ -64,7 +58,7 @@ def classify(hu: np.ndarray, candidates: Sequence[Candidate], predictors: Sequen
     for predictor in predictors[1:]:
         if tuple(predictor.description.preprocessing.get("crop_irc", ())) != crop_shape:
             raise ValueError("all classifiers in one pass must take the same crop size")
-    starts = crop_starts(np.array([c.center_irc for c in candidates]).reshape(-1, 3), hu.shape, crop_shape)
+    centers_irc = [c.center_irc for c in candidates]
     chunks = [slice(first, min(first + batch_size, len(candidates))) for first in range(0, len(candidates), batch_size)]
     positives = [int(p.description.preprocessing.get("positive_class", 1)) for p in predictors]
 
@@ -72,7 +66,7 @@ def classify(hu: np.ndarray, candidates: Sequence[Candidate], predictors: Sequen
         return [softmax_positive(p(crops), positive) for p, positive in zip(predictors, positives)]
 
     results = [np.empty(len(candidates), dtype=np.float64) for _ in predictors]
-    batches = (extract_crops(hu, starts[chunk], crop_shape, clamp) for chunk in chunks)
+    batches = (extract_crops(hu, centers_irc[chunk], crop_shape, clamp) for chunk in chunks)
     for chunk, scores in zip(chunks, ordered_map(score, batches, predictors[0].workers)):
         for result, probabilities in zip(results, scores):
             result[chunk] = probabilities

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,12 +29,14 @@ class Detection:
         candidates: every connected component, in label order.
         findings: every candidate scored, highest nodule probability first.
         seconds: wall time per stage (``segment``, ``group``, ``classify``).
+        cpu_seconds: CPU time of this process per stage (all threads).
     """
 
     series_uid: str
     candidates: list[Candidate]
     findings: list[Finding]
     seconds: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
     def above(self, threshold: float) -> list[Finding]:
         """Findings with nodule probability above ``threshold``."""
@@ -53,31 +56,41 @@ def detect(scan: Scan, models: DetectModels, segmentation_threshold: float = 0.5
     """
     series_uid = scan.series_uid or _stem(scan.source)
     report = (lambda stage: (lambda done, total: progress(stage, done, total))) if progress else (lambda stage: None)
-    seconds = {}
+    clock = StageClock()
 
-    start = time.perf_counter()
-    mask = segment(scan.hu, models.segmentation, threshold=segmentation_threshold, progress=report("segment"))
-    mask = erode(mask, erosion_iterations)
-    seconds["segment"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    candidates = group(mask, scan.hu, scan.geometry, series_uid=series_uid)
-    del mask
-    seconds["group"] = time.perf_counter() - start
+    with clock("segment"):
+        mask = segment(scan.hu, models.segmentation, threshold=segmentation_threshold, progress=report("segment"))
+        mask = erode(mask, erosion_iterations)
+    with clock("group"):
+        candidates = group(mask, scan.hu, scan.geometry, series_uid=series_uid)
+        del mask
     if progress:
         progress("group", len(candidates), len(candidates))
-
-    start = time.perf_counter()
-    predictors = [models.nodule] + ([models.malignancy] if models.malignancy else [])
-    scores = classify(scan.hu, candidates, predictors, progress=report("classify")) if candidates else []
-    seconds["classify"] = time.perf_counter() - start
+    with clock("classify"):
+        predictors = [models.nodule] + ([models.malignancy] if models.malignancy else [])
+        scores = classify(scan.hu, candidates, predictors, progress=report("classify")) if candidates else []
 
     findings = [
         Finding.from_candidate(candidate, scores[0][i], scores[1][i] if len(scores) > 1 else None, series_uid)
         for i, candidate in enumerate(candidates)
     ]
     findings.sort(key=lambda f: -f.nodule_prob)
-    return Detection(series_uid, candidates, findings, seconds)
+    return Detection(series_uid, candidates, findings, clock.wall, clock.cpu)
+
+
+class StageClock:
+    """Wall and CPU seconds per stage: ``with clock("segment"): ...``."""
+
+    def __init__(self):
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
+        self.wall[stage] = time.perf_counter() - wall
+        self.cpu[stage] = time.process_time() - cpu
 
 
 def _stem(source: str | None) -> str:

@@ -28,9 +28,15 @@ def label_components(mask: np.ndarray, connectivity: int = 6) -> tuple[np.ndarra
     return labels, int(count)
 
 
-def weighted_centroids(labels: np.ndarray, count: int, hu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """HU-weighted centres (count, 3) in irc and voxel counts (count,) of labels 1..count."""
-    flat_index = np.flatnonzero(labels)
+def weighted_centroids(labels: np.ndarray, count: int, hu: np.ndarray,
+                       flat_index: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """HU-weighted centres (count, 3) in irc and voxel counts (count,) of labels 1..count.
+
+    ``flat_index``: the flat indices of the labelled voxels when already known (``flatnonzero``
+    of the boolean mask is several times faster than of the labels).
+    """
+    if flat_index is None:
+        flat_index = np.flatnonzero(labels)
     component = labels.ravel()[flat_index].astype(np.int64) - 1
     weights = np.clip(hu.ravel()[flat_index].astype(np.float64), *WEIGHT_CLIP_HU) + (1 - WEIGHT_CLIP_HU[0])
     total = np.bincount(component, weights=weights, minlength=count)
@@ -55,7 +61,7 @@ def group(mask: np.ndarray, hu: np.ndarray, geometry: VolumeGeometry, series_uid
     labels, count = label_components(mask, connectivity)
     if count == 0:
         return []
-    centres_irc, voxel_counts = weighted_centroids(labels, count, hu)
+    centres_irc, voxel_counts = weighted_centroids(labels, count, hu, np.flatnonzero(mask))
     centres_xyz = geometry.irc_to_xyz(centres_irc)
     voxel_mm3 = float(np.prod(geometry.spacing_xyz))
     return [

@@ -30,7 +30,7 @@ from medcad.training.config import EarlyStoppingConfig, FitConfig, OptimizerConf
 from medcad.transforms.mip import VIEWS, MipConfig
 
 __all__ = ["L3ModelConfig", "L3Config", "prepare_dataset", "patient_folds", "L3Sample", "L3CropDataset", "train_fold",
-           "CaseResult", "evaluate_cases", "CrossValidation", "cross_validate"]
+           "CaseResult", "evaluate_cases", "CrossValidation", "run_fold", "cross_validate"]
 
 LOSSES = ("bce", "mse")
 FOLDS_SALT = "medcad-l3-folds-v1"
@@ -337,26 +337,51 @@ class CrossValidation:
     seconds: dict[str, float]
 
 
-def cross_validate(dataset: L3Dataset, config: L3Config, out_dir: str | Path,
-                   on_fold: Callable[[str, int, list[CaseResult], float], None] | None = None) -> CrossValidation:
-    """k-fold cross-validation by patient for each view; fold models go to ``out_dir/<view>/fold-<k>/model``."""
+def run_fold(dataset: L3Dataset, view: str, fold: int, folds: np.ndarray, config: L3Config, out_dir: str | Path,
+             threads: int | None = None) -> tuple[list[CaseResult], float]:
+    """Trains ``view``'s model without fold ``fold``, then locates that fold's cases; returns (results, seconds)."""
     import time
 
-    out = Path(out_dir)
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    held_out = np.flatnonzero(folds == fold)
+    provenance = {"trained_on": "L3 MIP data set", "view": view, "fold": fold, "folds": config.folds,
+                  "held_out": [dataset.names[i] for i in held_out]}
+    fitted = train_fold(dataset, view, np.flatnonzero(folds != fold), config, Path(out_dir) / view / f"fold-{fold}",
+                        provenance)
+    return evaluate_cases(dataset, view, held_out, [fitted.model], config, fold), time.perf_counter() - start
+
+
+def cross_validate(dataset: L3Dataset, config: L3Config, out_dir: str | Path,
+                   on_fold: Callable[[str, int, list[CaseResult], float], None] | None = None,
+                   jobs: int = 1) -> CrossValidation:
+    """k-fold cross-validation by patient for each view; fold models go to ``out_dir/<view>/fold-<k>/model``.
+
+    With ``jobs > 1`` the (view, fold) runs go to that many worker processes (one torch thread each).
+    """
     folds = patient_folds(dataset.patients, config.folds)
-    results: list[CaseResult] = []
-    seconds: dict[str, float] = {}
-    for view in config.views:
-        for fold in range(config.folds):
-            start = time.perf_counter()
-            held_out = np.flatnonzero(folds == fold)
-            provenance = {"trained_on": "L3 MIP data set", "view": view, "fold": fold, "folds": config.folds,
-                          "held_out": [dataset.names[i] for i in held_out]}
-            fitted = train_fold(dataset, view, np.flatnonzero(folds != fold), config, out / view / f"fold-{fold}",
-                                provenance)
-            fold_results = evaluate_cases(dataset, view, held_out, [fitted.model], config, fold)
-            results.extend(fold_results)
-            seconds[f"{view}/fold-{fold}"] = time.perf_counter() - start
-            if on_fold is not None:
-                on_fold(view, fold, fold_results, seconds[f"{view}/fold-{fold}"])
-    return CrossValidation(tuple(results), folds, seconds)
+    runs = [(view, fold) for view in config.views for fold in range(config.folds)]
+    done: dict[tuple[str, int], tuple[list[CaseResult], float]] = {}
+
+    def record(run: tuple[str, int], outcome: tuple[list[CaseResult], float]) -> None:
+        done[run] = outcome
+        if on_fold is not None:
+            on_fold(run[0], run[1], *outcome)
+
+    if jobs <= 1:
+        for view, fold in runs:
+            record((view, fold), run_fold(dataset, view, fold, folds, config, out_dir))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(run_fold, dataset, view, fold, folds, config, out_dir, 1): (view, fold)
+                       for view, fold in runs}
+            for future in as_completed(futures):
+                record(futures[future], future.result())
+    results = [r for run in runs for r in done[run][0]]
+    return CrossValidation(tuple(results), folds, {f"{view}/fold-{fold}": done[(view, fold)][1] for view, fold in runs})

@@ -1,0 +1,225 @@
+"""Nodule CAD speed: ``medcad detect`` against the book's way of running the same models, same scan.
+
+    .venv/bin/python benchmarks/cad_inference.py [--scan DIR_OR_FILE] [--dlwpt DIR] [--models DIR]
+                                                 [--stack SLICES] [--skip-baseline]
+
+Each side runs in its own child process (so each has its own peak RSS and start-up):
+
+- **medcad**: ``medcad detect SCAN --models DIR`` as a person runs it (wall time including Python
+  start-up, imports, reading the scan, loading the models), plus its per-stage seconds.
+- **book way**: ``p2ch14/nodule_analysis.py`` rebuilt on the same imported weights: PyTorch eager,
+  the U-Net fed one 7-slice sample at a time assembled as the book's dataset does, in batches of
+  4; ``scipy.ndimage.binary_erosion``, ``label`` and ``center_of_mass`` per label; the classifier
+  on crops cut one candidate at a time (xyz -> rounded irc, the book's shifting window), batches
+  of 4.
+
+Prints per stage: wall seconds, CPU seconds (all threads of the process; on a shared machine wall
+time includes waiting for other processes), the ratio book / medcad, peak RSS and the candidate
+and finding counts (both sides must agree). ``--stack 300`` repeats the scan's slices to 300
+(a 512 x 512 x 300 volume) to check memory at that size. Defaults: the real LIDC-IDRI-0001 and
+the book's checkpoints from ../shared/data, imported into a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+STAGES = ("read", "load", "segment", "group", "classify")
+
+
+# ---------------------------------------------------------------------------------- the two sides
+def run_medcad_stages(scan_path: str, models: str, stack: int) -> dict:
+    """medcad's library calls, timed per stage (the CLI run is timed separately, end to end)."""
+    from medcad.pipeline import detect, load_detect_models
+    from medcad.pipeline.detect import StageClock
+
+    timer = StageClock()
+    with timer("read"):
+        scan = _read(scan_path, stack)
+    with timer("load"):
+        detect_models = load_detect_models(models)
+    result = detect(scan, detect_models)
+    timer.wall.update(result.seconds)
+    timer.cpu.update(result.cpu_seconds)
+    return {"seconds": timer.wall, "cpu": timer.cpu, "candidates": len(result.candidates),
+            "findings": len(result.above(0.5)), "backend": detect_models.backend}
+
+
+def run_book_way(scan_path: str, models: str, stack: int) -> dict:
+    """The book's nodule_analysis.py, stage by stage, on medcad's copy of the same weights."""
+    import numpy as np
+    import torch
+    from scipy import ndimage
+
+    from medcad.models.store import load_model
+    from medcad.pipeline.detect import StageClock
+
+    timer = StageClock()
+    with timer("read"):
+        scan = _read(scan_path, stack)
+        hu = scan.hu.astype(np.float32)  # the book's Ct keeps a float32 copy of the volume
+    with timer("load"):
+        seg_model, _ = load_model(Path(models) / "segmentation")
+        cls_model, _ = load_model(Path(models) / "nodule")
+    with timer("segment"), torch.no_grad():
+        output = np.zeros_like(hu)
+        for start in range(0, hu.shape[0], 4):  # DataLoader(batch_size=4) over per-slice samples
+            samples = []
+            for slice_index in range(start, min(start + 4, hu.shape[0])):
+                sample = torch.zeros((7, *hu.shape[1:]))
+                for i, context in enumerate(range(slice_index - 3, slice_index + 4)):
+                    sample[i] = torch.from_numpy(hu[min(max(context, 0), hu.shape[0] - 1)])
+                samples.append(sample.clamp_(-1000, 1000))
+            prediction = seg_model(torch.stack(samples))
+            for i, slice_index in enumerate(range(start, start + len(samples))):
+                output[slice_index] = prediction[i].numpy()
+        mask = ndimage.binary_erosion(output > 0.5, iterations=1)
+    with timer("group"):
+        labels, count = ndimage.label(mask)
+        centres_irc = ndimage.center_of_mass(hu.clip(-1000, 1000) + 1001, labels=labels, index=np.arange(1, count + 1))
+        centres_xyz = [scan.irc_to_xyz(c) for c in centres_irc]
+    with timer("classify"), torch.no_grad():
+        clipped = hu.clip(-1000, 1000)
+        probabilities = []
+        for first in range(0, len(centres_xyz), 4):
+            crops = [torch.from_numpy(_book_crop(clipped, scan.xyz_to_irc(xyz, round=True))).unsqueeze(0)
+                     for xyz in centres_xyz[first:first + 4]]
+            probabilities += torch.softmax(cls_model(torch.stack(crops)), dim=1)[:, 1].tolist()
+    return {"seconds": timer.wall, "cpu": timer.cpu, "candidates": int(count),
+            "findings": int(sum(p > 0.5 for p in probabilities)), "backend": "torch eager"}
+
+
+def _book_crop(hu, center_irc, width_irc=(32, 48, 48)):
+    """The book's Ct.getRawCandidate window: start = round(centre - width / 2), shifted inside."""
+    slices = []
+    for axis, centre in enumerate(center_irc):
+        start = int(round(centre - width_irc[axis] / 2))
+        start = min(max(start, 0), hu.shape[axis] - width_irc[axis])
+        slices.append(slice(start, start + width_irc[axis]))
+    return hu[tuple(slices)]
+
+
+def _read(scan_path: str, stack: int):
+    import numpy as np
+
+    from medcad.io import Scan, read_scan
+
+    scan = read_scan(scan_path)
+    if stack and stack != scan.shape_irc[0]:
+        hu = np.concatenate([scan.hu, scan.hu[::-1]] * (stack // (2 * scan.shape_irc[0]) + 1))[:stack]
+        scan = Scan.from_array(np.ascontiguousarray(hu), scan.origin_xyz, scan.spacing_xyz, scan.direction,
+                               series_uid=scan.series_uid)
+    return scan
+
+
+# ------------------------------------------------------------------------------------ the parent
+def _child(args: list[str]) -> tuple[dict | None, float, float]:
+    """Runs a child process; returns (its last stdout line as JSON or None, wall seconds, its peak RSS GiB)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        process = subprocess.Popen([sys.executable, *args], stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage
+        wall = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if process.returncode != 0:
+        raise SystemExit(f"child {' '.join(args)} failed:\n{stderr}")
+    try:
+        result = json.loads(stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        result = None
+    return result, wall, usage.ru_maxrss / 2 ** 20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scan", default=str(SHARED / "lidc" / "LIDC-IDRI-0001"))
+    parser.add_argument("--dlwpt", default=str(SHARED / "dlwpt"), help="Folder of the book's .state checkpoints.")
+    parser.add_argument("--models", help="An imported models folder (default: import --dlwpt into a temporary one).")
+    parser.add_argument("--stack", type=int, default=0, help="Repeat the slices up to this many (memory check).")
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--worker", choices=("medcad", "book"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        run = run_medcad_stages if args.worker == "medcad" else run_book_way
+        print(json.dumps(run(args.scan, args.models, args.stack)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        models = args.models or _import_models(Path(args.dlwpt), Path(tmp) / "models")
+        report(args, models, Path(tmp))
+
+
+def _import_models(dlwpt: Path, folder: Path) -> str:
+    from medcad.pipeline import load_detect_models
+
+    for source in sorted(dlwpt.glob("*.state")):
+        role = "segmentation" if source.name.startswith("seg_") else "nodule"
+        subprocess.run([sys.executable, "-m", "medcad", "models", "import-dlwpt", str(source), "--out",
+                        str(folder / role), "--no-onnx"], check=True, capture_output=True)
+    load_detect_models(folder, backend="onnx")  # the one-time ONNX export, outside the timings
+    return str(folder)
+
+
+def report(args, models: str, tmp: Path) -> None:
+    common = ["--scan", args.scan, "--models", models, "--stack", str(args.stack)]
+    me = [__file__, "--worker", "medcad", *common]
+    rows = {}
+    if args.stack:  # the CLI reads the scan itself: time the stacked volume through the library only
+        cli_wall = None
+    else:
+        cli = ["-m", "medcad", "detect", args.scan, "--models", models, "--out", str(tmp / "findings.json")]
+        _, cli_wall, cli_rss = _child(cli)
+        rows["cli"] = (cli_wall, cli_rss)
+    medcad, medcad_wall, medcad_rss = _child(me)
+    book = book_wall = book_rss = None
+    if not args.skip_baseline:
+        book, book_wall, book_rss = _child([__file__, "--worker", "book", *common])
+
+    print(f"scan {args.scan}{f' stacked to {args.stack} slices' if args.stack else ''}; "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
+    header = f"{'stage':<10} {'book s':>8} {'book cpu':>9} {'medcad s':>9} {'medcad cpu':>11} {'ratio':>6}"
+    print(header)
+    print("-" * len(header))
+    for stage in STAGES:
+        m_wall, m_cpu = medcad["seconds"].get(stage, 0.0), medcad["cpu"].get(stage)
+        line = f"{stage:<10} "
+        if book:
+            b_wall, b_cpu = book["seconds"][stage], book["cpu"].get(stage, 0.0)
+            line += f"{b_wall:8.2f} {b_cpu:9.2f} "
+        else:
+            line += f"{'':8} {'':9} "
+        line += f"{m_wall:9.2f} {'' if m_cpu is None else f'{m_cpu:11.2f}':>11}"
+        if book:
+            line += f" {book['seconds'][stage] / max(m_wall, 1e-9):6.1f}"
+        print(line)
+    m_total = sum(medcad["seconds"].values())
+    line = f"{'all stages':<10} "
+    if book:
+        b_total = sum(book["seconds"].values())
+        line += f"{b_total:8.2f} {'':9} {m_total:9.2f} {'':>11} {b_total / m_total:6.1f}"
+    else:
+        line += f"{'':8} {'':9} {m_total:9.2f}"
+    print(line)
+    print(f"{'process':<10} {'' if book is None else f'{book_wall:8.2f}'} {'':9} {medcad_wall:9.2f} {'':>11} "
+          f"{'' if book is None else f'{book_wall / medcad_wall:6.1f}'}   (child wall incl. start-up)")
+    if cli_wall is not None:
+        print(f"medcad detect CLI, end to end: {cli_wall:.2f} s"
+              + (f" (book way / CLI: {book_wall / cli_wall:.1f}x)" if book else ""))
+    print(f"peak RSS GiB: medcad {medcad_rss:.2f}" + ("" if book is None else f", book way {book_rss:.2f}")
+          + ("" if cli_wall is None else f", medcad detect CLI {rows['cli'][1]:.2f}"))
+    print(f"candidates: medcad {medcad['candidates']}" + ("" if book is None else f", book way {book['candidates']}")
+          + f"; findings > 0.5: medcad {medcad['findings']}" + ("" if book is None else f", book way {book['findings']}")
+          + f"; medcad backend {medcad['backend']}")
+
+
+if __name__ == "__main__":
+    main()
