@@ -16,10 +16,24 @@ from tests.pipeline.helpers import scan_with_blobs, write_models
 
 
 def medcad(*args, check=True):
+    """``medcad ...`` in a new process: what a person sees, exit code and stderr included."""
     result = subprocess.run([sys.executable, "-m", "medcad", *map(str, args)], capture_output=True, text=True,
                             timeout=300)
     if check:
         assert result.returncode == 0, result.stderr
+    return result
+
+
+def run(*args):
+    """``medcad ...`` in this process (no interpreter start-up); must succeed."""
+    from typer.testing import CliRunner
+
+    from medcad.cli import _register, app
+
+    if not app.registered_commands:
+        _register()
+    result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
     return result
 
 
@@ -40,7 +54,7 @@ def scans(tmp_path_factory):
 
 def test_detect_prints_findings_and_writes_json(models_dir, scans, tmp_path):
     out = tmp_path / "found.json"
-    result = medcad("detect", scans / "blobs.mha", "--models", models_dir, "--threshold", "0", "--out", out)
+    result = run("detect", scans / "blobs.mha", "--models", models_dir, "--threshold", "0", "--out", out)
     assert "2 finding(s) with nodule probability > 0.0" in result.stdout
     assert "2 candidates" in result.stdout and "segment" in result.stdout
     findings = read_findings(out)
@@ -50,22 +64,22 @@ def test_detect_prints_findings_and_writes_json(models_dir, scans, tmp_path):
 
 def test_no_findings_prints_an_empty_table_and_an_empty_file(models_dir, scans, tmp_path):
     out = tmp_path / "air.json"
-    result = medcad("detect", scans / "air.nii.gz", "--models", models_dir, "--out", out)
+    result = run("detect", scans / "air.nii.gz", "--models", models_dir, "--out", out)
     assert "0 finding(s)" in result.stdout
     document = json.loads(out.read_text())
     assert document["findings"] == [] and document["series_uid"] == "air"
 
 
 def test_threshold_and_all_candidates_choose_what_is_written(models_dir, scans, tmp_path):
-    medcad("detect", scans / "blobs.mha", "--models", models_dir, "--threshold", "1", "--out", tmp_path / "none.csv")
+    run("detect", scans / "blobs.mha", "--models", models_dir, "--threshold", "1", "--out", tmp_path / "none.csv")
     assert read_findings(tmp_path / "none.csv") == []
-    medcad("detect", scans / "blobs.mha", "--models", models_dir, "--threshold", "1", "--all-candidates",
+    run("detect", scans / "blobs.mha", "--models", models_dir, "--threshold", "1", "--all-candidates",
            "--out", tmp_path / "all.csv")
     assert len(read_findings(tmp_path / "all.csv")) == 2
 
 
 def test_batch_mode_writes_one_file_per_scan(models_dir, scans, tmp_path):
-    medcad("detect", scans, "--models", models_dir, "--out", tmp_path / "batch", "--format", "csv", "--all-candidates")
+    run("detect", scans, "--models", models_dir, "--out", tmp_path / "batch", "--format", "csv", "--all-candidates")
     assert sorted(p.name for p in (tmp_path / "batch").iterdir()) == ["air.csv", "blobs.csv"]
     assert len(read_findings(tmp_path / "batch" / "blobs.csv")) == 2
 
@@ -92,12 +106,12 @@ def test_missing_models_folder_says_how_to_make_one(scans, tmp_path):
 def test_import_the_books_checkpoints_and_list_them(dlwpt_dir, tmp_path):
     for source, role in ((next(dlwpt_dir.glob("seg_*.state")), "segmentation"),
                          (next(dlwpt_dir.glob("cls_*.state")), "nodule")):
-        result = medcad("models", "import-dlwpt", source, "--out", tmp_path / role)
+        result = run("models", "import-dlwpt", source, "--out", tmp_path / role)
         assert f"wrote {tmp_path / role}" in result.stdout and "exported" in result.stdout
         assert list((tmp_path / role).glob("model-*.onnx"))
-    listing = medcad("models", "list", tmp_path).stdout
+    listing = run("models", "list", tmp_path).stdout
     assert "nodule_unet2d" in listing and "nodule_cnn3d" in listing and "slice_context" in listing
-    assert "nodule_cnn3d" in medcad("models", "list").stdout.split()
+    assert "nodule_cnn3d" in run("models", "list").stdout.split()
 
 
 def test_import_refuses_a_file_that_is_not_a_checkpoint(tmp_path):

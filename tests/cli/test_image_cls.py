@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -55,14 +54,15 @@ def write_toy_images(root, patients: int = 8, per_patient: int = 2):
 def test_train_predict_evaluate_and_resume_on_toy_images(tmp_path, medcad):
     data = write_toy_images(tmp_path / "toy")
     run = tmp_path / "run"
-    common = ["--arch", "resnet18", "--weights", "none", "--freeze", "none", "--image-size", "32", "--channels", "1",
+    common = ["--arch", "shufflenet_v2_x0_5", "--weights", "none", "--freeze", "none", "--image-size", "32", "--channels", "1",
               "--batch-size", "8", "--lr", "0.003", "--seed", "5", "--split-fractions", "0.5,0.25,0.25"]
     result = medcad("train", "image-cls", data, "--out", run, "--epochs", "2", *common)
     assert result.exit_code == 0, result.output
-    assert "11,171,266 parameters, 11,171,266 trainable" in result.stdout  # resnet18, 1 channel in, 2 out
+    assert "343,410 parameters, 343,410 trainable" in result.stdout  # shufflenet_v2_x0_5, 1 channel in, 2 out
     for name in ("config.yaml", "split.json", "history.csv", "history.png", "test_metrics.json", "test_confusion.png",
                  "model/model.safetensors", "model/model.json", "model/split.json", "checkpoints/latest"):
         assert (run / name).is_file(), name
+    assert any((run / "tensorboard").glob("events.out.tfevents.*"))
     description = json.loads((run / "model" / "model.json").read_text())
     assert description["class_names"] == ["BOTTOM", "TOP"] and description["preprocessing"]["image_size"] == [32, 32]
 
@@ -88,12 +88,17 @@ def test_train_predict_evaluate_and_resume_on_toy_images(tmp_path, medcad):
         assert (out / png).stat().st_size > 10_000
 
 
-def test_bad_options_exit_2_with_one_line(tmp_path):
+def test_bad_options_exit_2_with_one_line(tmp_path, monkeypatch, capsys):
+    from medcad.cli import main
+
     data = write_toy_images(tmp_path / "toy", patients=2)
-    result = subprocess.run([sys.executable, "-m", "medcad", "train", "image-cls", str(data), "--out", str(tmp_path / "run"),
-                             "--weights", "none", "--freeze", "some"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "all-but-last-N" in result.stderr and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    monkeypatch.setattr(sys, "argv", ["medcad", "train", "image-cls", str(data), "--out", str(tmp_path / "run"),
+                                      "--weights", "none", "--freeze", "some"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    stderr = capsys.readouterr().err
+    assert exited.value.code == 2 and "all-but-last-N" in stderr and "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1
 
 
 def test_a_folder_that_is_not_a_model_is_refused(tmp_path):

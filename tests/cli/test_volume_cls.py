@@ -114,3 +114,31 @@ def test_phantom_task_reaches_validation_auc_above_0_8(tmp_path):
     assert run.reports["val"].count == 8  # 15 % of 24 patients per class, rounded: 4 + 4
     assert run.reports["val"].auc > 0.8
     assert run.reports["test"].auc > 0.8
+
+
+def test_classification_scores_by_hand():
+    """3 classes, 6 volumes: per-class and support-weighted precision / recall / F1, AUC one-vs-rest."""
+    import numpy as np
+
+    from medcad.tasks.volume_cls import classification_scores
+
+    labels = [0, 0, 0, 1, 1, 2]
+    probs = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1],  # 0 0 1
+                      [0.1, 0.8, 0.1], [0.5, 0.4, 0.1],                    # 1 0
+                      [0.1, 0.2, 0.7]])                                    # 2
+    report = classification_scores(labels, probs, ("a", "b", "c"), "val")
+    # predictions 0 0 1 1 0 2: class a: tp 2, fp 1, fn 1; b: tp 1, fp 1, fn 1; c: tp 1
+    a, b, c = report.per_class
+    assert (a.precision, a.recall, a.support) == (2 / 3, 2 / 3, 3)
+    assert (b.precision, b.recall, b.f1, b.support) == (0.5, 0.5, 0.5, 2)
+    assert (c.precision, c.recall, c.f1) == (1.0, 1.0, 1.0)
+    assert report.accuracy == 4 / 6
+    assert report.f1 == pytest.approx((3 * (2 / 3) + 2 * 0.5 + 1 * 1.0) / 6)
+    assert report.precision == pytest.approx((3 * (2 / 3) + 2 * 0.5 + 1.0) / 6)
+    assert report.confusion == ((2, 1, 0), (1, 1, 0), (0, 0, 1))
+    from sklearn.metrics import roc_auc_score
+
+    assert report.auc == pytest.approx(roc_auc_score(labels, probs, multi_class="ovr"))
+    binary = classification_scores([0, 1, 1, 0], np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8]]), ("n", "p"))
+    assert binary.auc == 0.5  # positive scores 0.7, 0.4 against 0.1, 0.8: 2 of 4 pairs ordered
+    assert np.isnan(classification_scores([1, 1], np.array([[0.2, 0.8], [0.4, 0.6]]), ("n", "p")).auc)

@@ -105,3 +105,20 @@ def test_unknown_monitor_and_missing_checkpoint_are_errors(tmp_path):
 def test_mixed_precision_is_for_cuda_only():
     assert _amp_dtype(torch.device("cpu"), True) is None
     assert _amp_dtype(torch.device("cuda"), False) is None
+
+
+def test_ema_warm_up_follows_the_model_early_then_the_decay():
+    from torch.optim.swa_utils import AveragedModel
+
+    from medcad.training.loop import WarmupEma
+
+    model = nn.Linear(1, 1, bias=False)
+    ema = AveragedModel(model, multi_avg_fn=WarmupEma(0.9), use_buffers=True)
+    expected = None
+    for n, value in enumerate([1.0, 3.0, 5.0, 7.0]):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        ema.update_parameters(model)
+        rate = min(0.9, (1 + n) / (10 + n))  # n updates averaged so far
+        expected = value if expected is None else rate * expected + (1 - rate) * value
+        assert ema.module.weight.item() == pytest.approx(expected)

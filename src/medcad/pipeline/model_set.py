@@ -31,7 +31,9 @@ class DetectModels:
 
     @property
     def backend(self) -> str:
-        return self.segmentation.backend
+        """Which backend runs which model, e.g. ``"segmentation onnx, nodule torch"``."""
+        roles = {"segmentation": self.segmentation, "nodule": self.nodule, "malignancy": self.malignancy}
+        return ", ".join(f"{role} {p.backend}" for role, p in roles.items() if p is not None)
 
 
 def load_detect_models(folder: str | Path, backend: str = "auto", device: str | None = None,

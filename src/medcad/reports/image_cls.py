@@ -78,7 +78,7 @@ def confusion_table(confusion: Sequence[Sequence[int]], class_names: Sequence[st
 
 def prediction_table(prediction) -> Table:
     """One image's top-k classes with their probabilities."""
-    table = Table(title=prediction.path)
+    table = Table(title=prediction.path, min_width=min(len(prediction.path) + 4, 160))
     table.add_column("rank", justify="right")
     table.add_column("class")
     table.add_column("probability", justify="right")
@@ -137,9 +137,11 @@ def plot_data_summary(summary, path: str | Path) -> Path:
         values = [summary.counts[split][name] for name in summary.class_names]
         bars.bar(positions + i * width - 0.4 + width / 2, values, width, label=f"{split} ({summary.patients[split]} patients)")
     bars.set_xticks(positions, summary.class_names, rotation=30 if len(summary.class_names) > 4 else 0)
+    highest = max((v for counts in summary.counts.values() for v in counts.values()), default=1)
+    bars.set_ylim(0, 1.4 * highest)  # room for the legend above the bars
     bars.set_ylabel("images")
     bars.set_title("images per class and split")
-    bars.legend(fontsize="small")
+    bars.legend(fontsize="small", loc="upper right")
     scatter = figure.add_subplot(1, 2, 2)
     sizes = list(summary.sizes.items())
     if sizes:

@@ -129,14 +129,14 @@ def _block_any(mask: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
 
 
 def _split_lungs(air: np.ndarray, spacing_zyx: np.ndarray, config: LungMaskConfig) -> np.ndarray:
-    """Labels (uint8, full grid) of the separated lungs, 1 the larger; trachea left out."""
+    """Labels (uint8, full grid) of the separated lungs (1 the larger), the upper trachea left out."""
     import cc3d
     from scipy import ndimage
 
     factors = tuple(max(1, int(round(config.working_mm / s))) for s in spacing_zyx)
     coarse_spacing = spacing_zyx * np.asarray(factors)
     coarse = fill_holes_slicewise(_block_any(air, factors))
-    box = bounding_box(coarse, 1)  # the distance transforms are the slow part: only where air is
+    box = bounding_box(coarse, 1)  # the distance transform is the slow part: only where air is
     coarse = coarse[box.slices]
     depth = ndimage.distance_transform_edt(coarse, sampling=coarse_spacing)
     voxel_ml = float(np.prod(coarse_spacing)) / 1000.0
