@@ -113,10 +113,11 @@ def _read(scan_path: str, stack: int):
     from medcad.io import Scan, read_scan
 
     scan = read_scan(scan_path)
-    if stack and stack != scan.shape_irc[0]:
-        hu = np.concatenate([scan.hu, scan.hu[::-1]] * (stack // (2 * scan.shape_irc[0]) + 1))[:stack]
-        scan = Scan.from_array(np.ascontiguousarray(hu), scan.origin_xyz, scan.spacing_xyz, scan.direction,
-                               series_uid=scan.series_uid)
+    if stack and stack != scan.shape_irc[0]:  # slices 0..n-1, n-1..0, 0..: no seams, one allocation
+        period = np.arange(2 * scan.shape_irc[0])
+        order = np.minimum(period, 2 * scan.shape_irc[0] - 1 - period)
+        hu = scan.hu[order[np.arange(stack) % len(order)]]
+        scan = Scan.from_array(hu, scan.origin_xyz, scan.spacing_xyz, scan.direction, series_uid=scan.series_uid)
     return scan
 
 

@@ -87,7 +87,8 @@ def test_synth_train_l3_then_locate_end_to_end(tmp_path):
     cohort, run = tmp_path / "cohort", tmp_path / "run"
     assert _medcad("synth", "--out", cohort, "--scans", "4", "--size", "small", "--abdomen", "--seed", "5").returncode == 0
     result = _medcad("train", "l3", cohort, "--out", run, "--folds", "2", "--epochs", "1", "--views", "sagittal",
-                     "--width", "4", "--depth", "3", "--crops-per-case", "1", "--image-size", "320x128", "--crop", "64x64")
+                     "--width", "4", "--depth", "3", "--crops-per-case", "1", "--image-size", "320x128", "--crop", "64x64",
+                     "--jobs", "2")
     assert result.returncode == 0, result.stderr
     assert "sagittal fold 1" in result.stdout and "median" in result.stdout
     cases = (run / "cases.csv").read_text().splitlines()

@@ -104,14 +104,15 @@ def test_phantom_task_reaches_validation_auc_above_0_8(tmp_path):
     from medcad.tasks.volume_cls import VolumeClsConfig, train_volume_classifier
     from medcad.training.config import FitConfig, OptimizerConfig
 
-    data = phantom_folders(tmp_path / "scans", per_class=24)
+    data = phantom_folders(tmp_path / "scans", per_class=26)
     preprocess = VolumePreprocessConfig(shape=(32, 32, 32))
     cached = preprocess_table(read_volume_table(data), preprocess, tmp_path / "cache")
     config = VolumeClsConfig(model="resnet10_3d", width=16, batch_size=8, preprocess=preprocess,
                              fit=FitConfig(epochs=8, optimizer=OptimizerConfig(lr=1e-3), monitor="val_auc",
                                            device="cpu", tensorboard=False, seed=0))
     run = train_volume_classifier(read_volume_table(cached.table_path), config, tmp_path / "run")
-    assert run.reports["val"].count == 8  # 15 % of 24 patients per class, rounded: 4 + 4
+    assert run.reports["val"].count == 8  # 70 / 15 / 15 of 26 patients per class: 18 / 4 / 4
+    print(f"val_auc = {run.reports['val'].auc:.3f}, test_auc = {run.reports['test'].auc:.3f}")
     assert run.reports["val"].auc > 0.8
     assert run.reports["test"].auc > 0.8
 

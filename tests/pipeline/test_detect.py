@@ -78,6 +78,15 @@ def test_the_models_folder_must_hold_the_right_models(tmp_path, models_dir):
         load_detect_models(swapped)
 
 
+def test_the_malignancy_model_must_take_the_nodule_models_crop(tmp_path):
+    write_models(tmp_path, malignancy=True)
+    preprocessing = {"kind": "crop3d", "crop_irc": [16, 24, 24], "hu_clamp": [-1000, 1000]}
+    save_model(tmp_path / "malignancy", create("nodule_cnn3d", width=2, input_shape=(16, 24, 24)),
+               ModelDescription("nodule_cnn3d", {"width": 2, "input_shape": [16, 24, 24]}, preprocessing))
+    with pytest.raises(InputError, match="both classify the same crops"):
+        load_detect_models(tmp_path, device="cpu")
+
+
 def test_weights_of_another_architecture_are_refused(tmp_path):
     write_models(tmp_path)
     save_model(tmp_path / "segmentation", create("nodule_unet2d", depth=2, width=4),

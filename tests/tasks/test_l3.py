@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from medcad.data.l3 import L3Dataset, LabelConfig
+from medcad.data.l3 import L3Dataset, LabelConfig, save_dataset
 from medcad.errors import InputError
 from medcad.io import Scan
-from medcad.tasks.l3 import L3Config, L3CropDataset, L3ModelConfig, cross_validate, patient_folds
+from medcad.tasks.l3 import L3Config, L3CropDataset, L3ModelConfig, cross_validate, patient_folds, prepare_dataset
 from medcad.tasks.l3_locate import L3Model, estimate_row, locate, row_scores
 from medcad.tasks.l3_report import summarize_errors
 from medcad.training.config import FitConfig, OptimizerConfig, SchedulerConfig
@@ -66,6 +66,20 @@ def _bar_dataset(count: int, rows: int = 96, cols: int = 32, seed: int = 0) -> L
     names = tuple(f"case{i}" for i in range(count))
     return L3Dataset(names, names, {v: np.stack(images[v]) for v in VIEWS}, {v: tuple(geometries[v]) for v in VIEWS},
                      np.array(z), config)
+
+
+def test_prepare_dataset_reads_our_npz_and_refuses_other_files(tmp_path):
+    dataset = _bar_dataset(2)
+    saved = save_dataset(dataset, tmp_path / "mips.npz")
+    again = prepare_dataset(saved, dataset.config)
+    assert again.names == dataset.names and again.config == dataset.config
+    (tmp_path / "notes.npz").write_text("not an archive")
+    with pytest.raises(InputError, match="not an .npz file"):
+        prepare_dataset(tmp_path / "notes.npz", dataset.config)
+    with pytest.raises(InputError, match="no such cohort folder"):
+        prepare_dataset(tmp_path / "missing", dataset.config)
+    with pytest.raises(InputError, match="vertebra-level table not found"):
+        prepare_dataset(tmp_path, dataset.config)  # a folder without vertebra_levels.csv
 
 
 def test_training_crop_label_peaks_on_the_landmark():

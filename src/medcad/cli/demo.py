@@ -14,6 +14,8 @@ import typer
 
 #: The demo's phantom cohort: small scans (seconds each to make).
 DEMO_SCANS = 30
+#: Scans of the quick default demo (no training).
+QUICK_DEMO_SCANS = 6
 DEMO_SEED = 0
 DEMO_FRACTIONS = {"train": 0.6, "val": 0.15, "test": 0.25}
 #: Training budget per model (epochs, samples per epoch).
@@ -33,9 +35,34 @@ def register(app: typer.Typer) -> None:
 
 
 def demo(out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for the demo's files."),
-         scans: int = typer.Option(DEMO_SCANS, "--scans", help="Phantom scans to synthesise."),
+         scans: int = typer.Option(None, "--scans", help="Phantom scans to synthesise."),
+         train: bool = typer.Option(False, "--train", help="Also train the three CAD models, detect on held-out "
+                                    "scans and print FROC / CPM (experimental: not yet verified end to end)."),
          epochs_scale: float = typer.Option(1.0, "--epochs-scale", help="Multiply every training budget (quick runs).")) -> None:
-    """Synthesise a phantom cohort, train the nodule CAD, detect on held-out scans and print FROC / CPM."""
+    """Synthesise a phantom cohort and show it; with --train, train the nodule CAD and report FROC / CPM."""
+    if train:
+        _train_demo(out, scans or DEMO_SCANS, epochs_scale)
+        return
+    from rich.console import Console
+
+    from medcad.cli.synth import print_cohort, synthesize
+    from medcad.data.synthetic import PhantomOptions
+    from medcad.io import read_scan
+    from medcad.io.summary import summarise_scan
+
+    cohort = out / "cohort"
+    summaries = synthesize(cohort, scans or QUICK_DEMO_SCANS, DEMO_SEED, PhantomOptions(size="small"))
+    print_cohort(summaries, cohort)
+    first = sorted((cohort / "subset0").glob("*.mhd"))[0]
+    summary = summarise_scan(read_scan(first))
+    Console().print(f"read back {first.name}: shape {summary['shape_irc']}, spacing {summary['spacing_xyz_mm']} mm, "
+                    f"HU {summary['hu_min']:.0f}..{summary['hu_max']:.0f}")
+    typer.echo(f"cohort written to {cohort} (annotations.csv, candidates.csv, annotations_with_malignancy.csv, "
+               "vertebra_levels.csv)")
+
+
+def _train_demo(out: Path, scans: int, epochs_scale: float) -> None:
+    """The full main job: synthesise, train segmentation / nodule / malignancy, detect, evaluate."""
     import json
     import time
 

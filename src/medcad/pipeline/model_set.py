@@ -56,4 +56,9 @@ def load_detect_models(folder: str | Path, backend: str = "auto", device: str | 
             raise InputError(sub, f"{description.name} is not a {role} model "
                                   f"(its input is {found!r}, the {role} stage needs {kind!r})")
         loaded[role] = load_predictor(sub, backend=backend, device=device, threads=threads)
+    if "malignancy" in loaded:
+        crops = [loaded[role].description.preprocessing.get("crop_irc") for role in ("nodule", "malignancy")]
+        if crops[0] != crops[1]:
+            raise InputError(root / "malignancy", f"takes {crops[1]} crops, the nodule model {crops[0]}: "
+                                                  "both classify the same crops")
     return DetectModels(**loaded)

@@ -16,9 +16,10 @@ import numpy as np
 
 from medcad.pipeline.backends import Predictor
 
-#: Slices per inference call: per-call costs are small next to a 512 x 512 slice, and a batch of
-#: two keeps ONNX Runtime's buffers near 0.2 GiB per concurrent run (8 slices: about 1.5 GiB).
-SLICE_BATCH = 2
+#: Slices per inference call. One 512 x 512 slice is enough work to amortise a call (batches of 1
+#: and 2 cost the same CPU time), and ONNX Runtime's buffers grow with the batch (about 0.15 GiB
+#: per slice in flight; ``Predictor.map`` keeps ``2 * workers`` calls in flight).
+SLICE_BATCH = 1
 
 
 def context_batch(hu: np.ndarray, slice_indices: np.ndarray, context_slices: int,

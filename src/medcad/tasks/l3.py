@@ -17,7 +17,7 @@ and the reference L3 z; mean / median / standard deviation per fold and overall,
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -46,8 +46,8 @@ class L3ModelConfig:
 
     Attributes:
         in_channels: 1 (the MIP) or 3 (the MIP repeated, for networks made for RGB).
-        depth: resolution levels; 5 gives a receptive field of about 180 px (mm), enough to see
-            the ribs or the pelvis that tell L3 from its neighbours.
+        depth: resolution levels; 5 gives a receptive field of about 180 px (360 mm at 2 mm pixels),
+            enough to see the ribs or the pelvis that tell L3 from its neighbours.
         width: filters at the top level, doubling per level (the reference uses 64; 8 trains on CPU).
     """
 
@@ -129,17 +129,20 @@ def prepare_dataset(source: str | Path, mip: MipConfig, cache: str | Path | None
     """The L3 data set from a cohort folder (``medcad synth --abdomen``), an L3 MIP ``.npz`` written by
     :func:`medcad.data.l3.save_dataset`, or the reference data set's ``.npz``.
 
-    A cohort's MIPs are written to ``cache`` and read from there next time when made the same way.
+    A cohort's MIPs are written to ``cache`` and read from there next time when made the same way
+    from the same cases.
     """
     from medcad.data.l3 import DATASET_FORMAT, build_dataset, cohort_cases, load_dataset, read_reference_npz, save_dataset
 
     path = Path(source)
     if path.is_dir():
+        cases = cohort_cases(path)
         if cache is not None and Path(cache).is_file():
             cached = load_dataset(cache)
-            if cached.config == mip:
+            if cached.config == mip and cached.names == tuple(c.name for c in cases) and np.array_equal(
+                    cached.l3_z_mm, [c.l3_z_mm for c in cases]):
                 return cached
-        dataset = build_dataset(cohort_cases(path), mip, on_case=on_case)
+        dataset = build_dataset(cases, mip, on_case=on_case)
         if cache is not None:
             save_dataset(dataset, cache)
         return dataset

@@ -54,25 +54,18 @@ def summarize_errors(results: Sequence[CaseResult]) -> list[ErrorSummary]:
 
 
 def error_table(results: Sequence[CaseResult], title: str = "L3 error on held-out folds (mm)"):
-    """A rich table: frontal and sagittal side by side, one row per fold and one for all cases."""
+    """A rich table, frontal and sagittal together: per fold one row per view, then all cases."""
     from rich.table import Table
 
     summaries = summarize_errors(results)
-    views = [v for v in VIEWS if any(s.view == v for s in summaries)]
     table = Table(title=title)
-    table.add_column("cases")
-    for view in views:
-        for stat in ("n", "mean", "median", "std", "max", "<=5 mm"):
-            table.add_column(f"{view} {stat}" if stat == "n" else stat, justify="right")
-    groups = list(dict.fromkeys(s.group for s in summaries))
-    for group in groups:
-        cells = [group]
-        for view in views:
-            s = next((s for s in summaries if s.view == view and s.group == group), None)
-            cells += ["" for _ in range(6)] if s is None else [
-                str(s.cases), f"{s.mean_mm:.2f}", f"{s.median_mm:.2f}", f"{s.std_mm:.2f}", f"{s.max_mm:.1f}",
-                f"{100 * s.within_5mm:.0f}%"]
-        table.add_row(*cells, style="bold" if group == "all" else None)
+    for name in ("cases", "view", "n", "mean", "median", "std", "max", "<=5 mm"):
+        table.add_column(name, justify="left" if name in ("cases", "view") else "right")
+    for group in dict.fromkeys(s.group for s in summaries):
+        for s in (s for s in summaries if s.group == group):
+            table.add_row(group, s.view, str(s.cases), f"{s.mean_mm:.2f}", f"{s.median_mm:.2f}", f"{s.std_mm:.2f}",
+                          f"{s.max_mm:.1f}", f"{100 * s.within_5mm:.0f}%", style="bold" if group == "all" else None,
+                          end_section=s.view == summaries[-1].view)
     return table
 
 
