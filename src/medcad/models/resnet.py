@@ -29,7 +29,6 @@ input channel and a 2-class head: 14.36 M (10, B), 32.99 M (18, A), 63.30 M (34,
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,28 +46,15 @@ DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
     34: ("basic", (3, 4, 6, 3)),
     50: ("bottleneck", (3, 4, 6, 3)),
 }
-#: Groups of GroupNorm (fewer when a layer has fewer channels).
-GROUPS = 8
 
 
-NORMS = ("batch", "group")
-
-
-def _layers(spatial_dims: int, norm: str = "batch") -> tuple[type, Callable[[int], nn.Module], type, type]:
-    """(conv class, norm factory (channels -> module), max-pool class, adaptive average pool class)."""
-    if spatial_dims not in (2, 3):
-        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-    if norm not in NORMS:
-        raise MedcadError(f"ResNet norm must be one of {', '.join(NORMS)}, got {norm!r}")
-    two = spatial_dims == 2
-    if norm == "batch":
-        make_norm = nn.BatchNorm2d if two else nn.BatchNorm3d
-    else:
-        def make_norm(channels: int) -> nn.Module:
-            return nn.GroupNorm(min(GROUPS, channels), channels)
-    if two:
-        return nn.Conv2d, make_norm, nn.MaxPool2d, nn.AdaptiveAvgPool2d
-    return nn.Conv3d, make_norm, nn.MaxPool3d, nn.AdaptiveAvgPool3d
+def _layers(spatial_dims: int) -> tuple[type, type, type, type]:
+    """(conv, batch norm, max-pool, adaptive average pool) classes for 2 or 3 dimensions."""
+    if spatial_dims == 2:
+        return nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d
+    if spatial_dims == 3:
+        return nn.Conv3d, nn.BatchNorm3d, nn.MaxPool3d, nn.AdaptiveAvgPool3d
+    raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
 
 
 class ZeroPadShortcut(nn.Module):
@@ -88,16 +74,14 @@ class ZeroPadShortcut(nn.Module):
         return torch.cat([x, x.new_zeros((x.shape[0], missing, *x.shape[2:]))], dim=1)
 
 
-def _shortcut(kind: str, spatial_dims: int, in_channels: int, out_channels: int, stride: int,
-              norm: str = "batch") -> nn.Module | None:
+def _shortcut(kind: str, spatial_dims: int, in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
     """The residual branch's shortcut where the shape changes; None where it is the identity."""
     if stride == 1 and in_channels == out_channels:
         return None
     if kind == "A":
         return ZeroPadShortcut(out_channels, stride)
-    conv, make_norm, _, _ = _layers(spatial_dims, norm)
-    return nn.Sequential(conv(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
-                         make_norm(out_channels))
+    conv, norm, _, _ = _layers(spatial_dims)
+    return nn.Sequential(conv(in_channels, out_channels, kernel_size=1, stride=stride, bias=False), norm(out_channels))
 
 
 class BasicBlock(nn.Module):
@@ -105,15 +89,14 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, spatial_dims: int, in_channels: int, channels: int, stride: int, shortcut: str,
-                 norm: str = "batch"):
+    def __init__(self, spatial_dims: int, in_channels: int, channels: int, stride: int, shortcut: str):
         super().__init__()
-        conv, make_norm, _, _ = _layers(spatial_dims, norm)
+        conv, norm, _, _ = _layers(spatial_dims)
         self.conv1 = conv(in_channels, channels, kernel_size=3, stride=stride, padding=1, bias=False)
-        self.bn1 = make_norm(channels)
+        self.bn1 = norm(channels)
         self.conv2 = conv(channels, channels, kernel_size=3, padding=1, bias=False)
-        self.bn2 = make_norm(channels)
-        self.downsample = _shortcut(shortcut, spatial_dims, in_channels, channels, stride, norm)
+        self.bn2 = norm(channels)
+        self.downsample = _shortcut(shortcut, spatial_dims, in_channels, channels, stride)
 
     @property
     def last_norm(self) -> nn.Module:
@@ -131,18 +114,17 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, spatial_dims: int, in_channels: int, channels: int, stride: int, shortcut: str,
-                 norm: str = "batch"):
+    def __init__(self, spatial_dims: int, in_channels: int, channels: int, stride: int, shortcut: str):
         super().__init__()
-        conv, make_norm, _, _ = _layers(spatial_dims, norm)
+        conv, norm, _, _ = _layers(spatial_dims)
         out_channels = channels * self.expansion
         self.conv1 = conv(in_channels, channels, kernel_size=1, bias=False)
-        self.bn1 = make_norm(channels)
+        self.bn1 = norm(channels)
         self.conv2 = conv(channels, channels, kernel_size=3, stride=stride, padding=1, bias=False)
-        self.bn2 = make_norm(channels)
+        self.bn2 = norm(channels)
         self.conv3 = conv(channels, out_channels, kernel_size=1, bias=False)
-        self.bn3 = make_norm(out_channels)
-        self.downsample = _shortcut(shortcut, spatial_dims, in_channels, out_channels, stride, norm)
+        self.bn3 = norm(out_channels)
+        self.downsample = _shortcut(shortcut, spatial_dims, in_channels, out_channels, stride)
 
     @property
     def last_norm(self) -> nn.Module:
@@ -168,25 +150,21 @@ class ResNet(nn.Module):
         shortcut: ``"B"`` (projection where the shape changes) or ``"A"`` (zero padding).
         zero_init_residual: start the last norm of every residual block at zero.
         dropout: dropout before the head (0 disables it).
-        norm: ``"batch"`` (as published; MedicalNet weights) or ``"group"`` (GroupNorm, 8 groups):
-            independent of the batch, so small 3D batches, and running statistics lagging behind
-            fast-changing weights, do not upset evaluation.
     """
 
     def __init__(self, depth: int = 18, spatial_dims: int = 3, in_channels: int = 1, num_classes: int = 2,
-                 width: int = 64, shortcut: str = "B", zero_init_residual: bool = False, dropout: float = 0.0,
-                 norm: str = "batch"):
+                 width: int = 64, shortcut: str = "B", zero_init_residual: bool = False, dropout: float = 0.0):
         super().__init__()
         if depth not in DEPTHS:
             raise MedcadError(f"ResNet depth must be one of {sorted(DEPTHS)}, got {depth}")
         if shortcut not in ("A", "B"):
             raise MedcadError(f"ResNet shortcut must be 'A' or 'B', got {shortcut!r}")
-        conv, make_norm, max_pool, avg_pool = _layers(spatial_dims, norm)
+        conv, norm, max_pool, avg_pool = _layers(spatial_dims)
         kind, blocks_per_stage = DEPTHS[depth]
         block = BasicBlock if kind == "basic" else Bottleneck
         self.spatial_dims = spatial_dims
         self.conv1 = conv(in_channels, width, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = make_norm(width)
+        self.bn1 = norm(width)
         self.maxpool = max_pool(kernel_size=3, stride=2, padding=1)
         channels_in = width
         for stage, blocks in enumerate(blocks_per_stage):
@@ -194,7 +172,7 @@ class ResNet(nn.Module):
             layer = []
             for index in range(blocks):
                 stride = 2 if stage > 0 and index == 0 else 1
-                layer.append(block(spatial_dims, channels_in, channels, stride, shortcut, norm))
+                layer.append(block(spatial_dims, channels_in, channels, stride, shortcut))
                 channels_in = channels * block.expansion
             self.add_module(f"layer{stage + 1}", nn.Sequential(*layer))
         self.pool = avg_pool(1)
@@ -207,7 +185,7 @@ class ResNet(nn.Module):
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Conv3d)):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, (nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)):
+            elif isinstance(module, (nn.BatchNorm2d, nn.BatchNorm3d)):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
         if zero_init_residual:

@@ -46,7 +46,6 @@ class VolumeClsConfig:
     Attributes:
         model: registry name (``resnet10_3d`` ... ``resnet50_3d``).
         width: channels of the first ResNet stage (64 as published; 16-32 train fast on a CPU).
-        norm: ``batch`` (as published) or ``group`` (steadier with small batches).
         batch_size: volumes per batch.
         loss: ``ce``, ``focal``, ``dice``, ``focal_dice`` or ``asymmetric`` (:func:`medcad.losses.make_loss`).
         class_weighting: ``none``, ``inverse`` or ``effective`` (from the training split's counts).
@@ -60,7 +59,6 @@ class VolumeClsConfig:
 
     model: str = "resnet10_3d"
     width: int = 64
-    norm: str = "batch"
     batch_size: int = 4
     loss: str = "ce"
     class_weighting: str = "none"
@@ -214,7 +212,7 @@ def build_model(config: VolumeClsConfig, num_classes: int):
 
 
 def model_kwargs(config: VolumeClsConfig, num_classes: int) -> dict:
-    return {"in_channels": 1, "num_classes": num_classes, "width": config.width, "norm": config.norm}
+    return {"in_channels": 1, "num_classes": num_classes, "width": config.width}
 
 
 def predict_probabilities(model, loader, device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
