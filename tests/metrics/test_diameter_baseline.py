@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
 from medcad.errors import MedcadError
 from medcad.io.luna import MalignancyNodule, read_malignancy
+from medcad.metrics.classification import linspace_roc
 from medcad.metrics.diameter_baseline import diameter_baseline
 
 
@@ -42,13 +44,27 @@ def test_exact_auc_on_all_1182_real_nodules(malignancy_table):
 
 def test_books_approximation_on_the_real_table(malignancy_table):
     # The book's code (p2ch14_malben_baseline): 100 thresholds torch.linspace(max, min), prediction
-    # diameter >= threshold, trapezoids. On all 1182 nodules that is 0.91839 -> 0.918. (The 0.917
-    # quoted in the issue is what diameter > threshold gives, 0.91715, or the area of the book's
-    # shaded polygon, which closes the curve through (1, 0): 0.91839 - (1/378) / 2 = 0.91707.)
+    # diameter >= threshold, trapezoids. The diameters stay float64 (the table's precision) while
+    # torch.linspace returns float32, so the first threshold rounds just above the largest diameter
+    # (curve starts at (0, 0)) and the last just above the smallest (fpr 803/804 at the end):
+    # 0.917145 -> 0.917.
     result = diameter_baseline(malignancy_table, "book")
-    assert result.auc == pytest.approx(0.918389, abs=1e-6)
+    assert result.auc == pytest.approx(0.9171454, abs=1e-6)
+    assert round(result.auc, 3) == 0.917
     assert len(result.roc.thresholds) == 100
+    assert (result.roc.tpr[0], result.roc.fpr[0]) == (0.0, 0.0)
+    assert result.roc.fpr[-1] == pytest.approx(803 / 804)
     assert result.roc.thresholds[0] == pytest.approx(max(n.diameter_mm for n in malignancy_table), rel=1e-6)
+
+
+def test_books_approximation_with_float32_diameters_reaches_both_ends(malignancy_table):
+    # Cast to float32 first (the book's torch.tensor of Python floats) and the float32 linspace ends
+    # equal the extreme diameters exactly: the curve then runs from tpr 1/378 to fpr 1, area 0.918389.
+    diameters = np.array([n.diameter_mm for n in malignancy_table], dtype=np.float32)
+    malignant = [n.is_malignant for n in malignancy_table]
+    roc = linspace_roc(malignant, diameters.astype(np.float64), diameters.max(), diameters.min())
+    assert roc.auc == pytest.approx(0.918389, abs=1e-6)
+    assert roc.fpr[-1] == 1.0
 
 
 def test_books_two_operating_points_on_the_real_table(malignancy_table):

@@ -94,11 +94,18 @@ def linspace_roc(labels, scores, start: float, end: float, steps: int = 100) -> 
     "Positive" is score >= threshold. The book uses it with (max, min) of the nodule diameters for
     the diameter baseline, and with (1, 0) for model probabilities; the area is the sum of
     trapezoids between consecutive points (no extra (0, 0) or (1, 1) end points are added).
+
+    Scores keep their float64 precision while the thresholds are ``torch.linspace``'s default
+    float32, as when the book's code runs on a pandas column. That matters at the ends: float32
+    rounding moves the first threshold just above the largest score and the last one just above
+    the smallest, so the curve starts at (0, 0) and stops short of (1, 1). On the LUNA malignancy
+    table this gives 0.9171; casting the diameters to float32 first (the book's dataset objects)
+    makes the ends exact and gives 0.9184.
     """
     import torch
 
     y, s = _arrays(labels, scores)
-    values = torch.tensor(s.tolist())
+    values = torch.from_numpy(np.asarray(s, dtype=np.float64))
     positive = torch.tensor(y.astype(bool).tolist())
     thresholds = torch.linspace(float(start), float(end), steps)
     predicted = values[None] >= thresholds[:, None]
