@@ -42,3 +42,19 @@ def luna_dir() -> Path:
 @pytest.fixture(scope="session")
 def dlwpt_dir() -> Path:
     return shared_path("dlwpt")
+
+
+@pytest.fixture(scope="session")
+def phantom_cohort(tmp_path_factory):
+    """A small phantom cohort (20 scans, LUNA16 layout, cache built) for the nodule-CAD training tests.
+
+    128 slices of ~2.8 mm and nodules of 6 mm or more, as the demo's cohort (on the plain small
+    size's ~5.5 mm slices a small nodule is one voxel and nothing learns it in a test's budget).
+    """
+    from medcad.data.cache import ScanCache
+    from medcad.data.synthetic import PhantomOptions, write_cohort
+
+    folder = tmp_path_factory.mktemp("cad_cohort")
+    write_cohort(folder, 20, 11, PhantomOptions(size="small", negatives=40, slices=128, min_nodule_mm=6.0))
+    ScanCache.for_data(folder).build()
+    return folder

@@ -80,3 +80,22 @@ def test_series_list_text_file_and_errors(tmp_path):
     not_splits.write_text('{"format": "something"}')
     with pytest.raises(InputError, match="not a medcad splits file"):
         read_splits(not_splits)
+
+
+def test_exact_splits_meet_the_counts_even_for_small_cohorts():
+    uids = [f"1.2.840.{i}" for i in range(30)]
+    # 30 x (0.6, 0.15, 0.25) = 18, 4.5, 7.5: the two halves go to the first splits in order with a
+    # remainder (val, then test would tie; largest remainders, stable order) -> 18 / 5 / 7
+    splits = make_splits(uids, {"train": 0.6, "val": 0.15, "test": 0.25}, exact=True)
+    assert {k: len(v) for k, v in splits.splits.items()} == {"train": 18, "val": 5, "test": 7}
+    assert make_splits(list(reversed(uids)), {"train": 0.6, "val": 0.15, "test": 0.25}, exact=True).splits == splits.splits
+    # 3 scans, 70 / 15 / 15: plain rounding gives 2 / 0 / 0 + 1; every used split still gets one
+    tiny = make_splits(uids[:3], {"train": 0.7, "val": 0.15, "test": 0.15}, exact=True)
+    assert {k: len(v) for k, v in tiny.splits.items()} == {"train": 1, "val": 1, "test": 1}
+    # groups stay together in exact mode too
+    grouped = make_splits(uids, {"train": 0.5, "val": 0.5}, group_of={u: str(i // 2) for i, u in enumerate(uids)},
+                          exact=True)
+    assert {k: len(v) for k, v in grouped.splits.items()} == {"train": 16, "val": 14} or \
+        {k: len(v) for k, v in grouped.splits.items()} == {"train": 14, "val": 16}
+    for i in range(0, 30, 2):
+        assert grouped.split_of(uids[i]) == grouped.split_of(uids[i + 1])

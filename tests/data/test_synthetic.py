@@ -184,3 +184,30 @@ def test_abdomen_scans_hold_l3_and_the_spine_shows_in_a_projection():
         bright = brightest(body.z_center_mm, body.center_y_mm)
         gap = brightest(0.5 * (body.z_bottom_mm + patient.vertebra(lower).z_top_mm), body.center_y_mm)
         assert bright > gap + 150, (upper, bright, gap)
+
+
+def test_min_nodule_size_truncates_the_real_histogram_and_clear_fraction_empties_scans():
+    """Options for scan-level tasks: diameters from the real histogram above a floor (its shape
+    kept there), and a share of scans without nodules; the defaults draw exactly as before."""
+    stats = load_statistics()
+    rng = np.random.default_rng(7)
+    floor = stats.sample_diameters_mm(rng, 2000, 15.0)
+    assert floor.min() >= 15.0 and floor.max() <= stats.diameter_edges_mm[-1]
+    whole = stats.sample_diameters_mm(np.random.default_rng(7), 20000)
+    # above the floor the truncated draw follows the whole histogram: the same share of 15-20 mm
+    assert abs(np.mean(floor < 20.0) - np.mean(whole[whole >= 15.0] < 20.0)) < 0.05
+    assert np.array_equal(stats.sample_diameters_mm(np.random.default_rng(3), 50),
+                          stats.sample_diameters_mm(np.random.default_rng(3), 50, None))
+    with pytest.raises(ValueError):
+        PhantomOptions(clear_fraction=1.5)
+    with pytest.raises(ValueError):
+        PhantomOptions(min_nodule_mm=40.0)
+
+    clear = [generate_phantom(8, i, PhantomOptions(size="small", negatives=5, nodules=2, clear_fraction=1.0))
+             for i in range(2)]
+    assert all(len(p.nodules) == 0 for p in clear)
+    big = generate_phantom(8, 0, PhantomOptions(size="small", negatives=5, nodules=3, min_nodule_mm=12.0))
+    assert len(big.nodules) == 3 and min(n.traits.diameter_mm for n in big.nodules) >= 12.0
+    half = [len(generate_phantom(8, i, PhantomOptions(size="small", negatives=5, nodules=1, clear_fraction=0.5)).nodules)
+            for i in range(8)]
+    assert 0 < sum(half) < 8  # some scans with, some without (8 draws of p = 0.5; fixed seed)

@@ -122,6 +122,24 @@ def test_bad_options_are_clear_errors():
         ResNet(depth=20)
     with pytest.raises(MedcadError, match="shortcut"):
         ResNet(shortcut="C")
+    with pytest.raises(MedcadError, match="global_pool"):
+        ResNet(global_pool="median")
+
+
+def test_global_max_pool_takes_the_strongest_response_anywhere():
+    """With ``global_pool="max"`` the features are the maxima of the last stage over space (the
+    same weights give the mean with "avg"); a local change moves the max more than the mean."""
+    torch.manual_seed(0)
+    avg = create("resnet10_3d", width=4).eval()
+    peak = create("resnet10_3d", width=4, global_pool="max").eval()
+    peak.load_state_dict(avg.state_dict())  # no parameters of its own
+    x = torch.randn(2, 1, 32, 32, 32)
+    stages = lambda m, v: m.layer4(m.layer3(m.layer2(m.layer1(m.maxpool(torch.relu(m.bn1(m.conv1(v))))))))  # noqa: E731
+    with torch.no_grad():
+        last = stages(avg, x)
+        assert torch.allclose(avg.forward_features(x), last.mean(dim=(2, 3, 4)), atol=1e-6)
+        assert torch.allclose(peak.forward_features(x), last.amax(dim=(2, 3, 4)))
+        assert peak(x).shape == (2, 2)
 
 
 def _medicalnet_style_state(model: nn.Module) -> dict[str, torch.Tensor]:

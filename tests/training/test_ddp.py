@@ -11,9 +11,7 @@ import pytest
 
 from medcad.models.store import load_state_dict
 
-# Issue 6 is not finished: these end-to-end checks fail on the small test cohort (empty validation
-# split, segmentation monitor not logged); they stay out of `make test` until it is (see README).
-pytestmark = [pytest.mark.slow, pytest.mark.pending]
+pytestmark = pytest.mark.slow
 
 
 def test_two_rank_ddp_run_keeps_the_ranks_identical(phantom_cohort, tmp_path):

@@ -22,6 +22,8 @@ def detect(
                                      "(default $MEDCAD_MODELS or ./models)."),
     threshold: float = typer.Option(0.5, "--threshold", help="Nodule probability above which a candidate is a finding."),
     seg_threshold: float = typer.Option(0.5, "--seg-threshold", help="Segmentation probability for the voxel mask."),
+    erosion: str = typer.Option("3d", "--erosion", help="Erosion of the mask: 3d (the book), 2d (in-plane only, "
+                                                        "thick slices) or none (coarse grids)."),
     out: Path = typer.Option(None, "--out", help="Findings file (.json or .csv); in batch mode a folder."),
     file_format: str = typer.Option("json", "--format", help="Batch mode: json or csv, one file per scan."),
     all_candidates: bool = typer.Option(False, "--all-candidates", help="Write every candidate, not only findings."),
@@ -42,11 +44,14 @@ def detect(
         raise InputError(out, "batch mode writes one file per scan: give a folder to --out")
     if file_format not in ("json", "csv"):
         raise InputError(None, f"--format must be json or csv, not {file_format!r}")
+    from medcad.pipeline.segment import erosion_axes
+
+    erosion_axes(erosion)  # a bad value fails before any model loads
     detect_models = load_detect_models(models, backend=backend)
     failed = []
     for path in batch or [scan_path]:
         try:
-            detection = _detect_one(console, path, series, detect_models, seg_threshold)
+            detection = _detect_one(console, path, series, detect_models, seg_threshold, erosion)
         except MedcadError as error:
             if not batch:
                 raise
@@ -65,7 +70,7 @@ def detect(
         raise MedcadError(f"{len(failed)} of {len(batch)} scans could not be read: {', '.join(failed)}")
 
 
-def _detect_one(console, path: Path, series: str | None, detect_models, seg_threshold: float):
+def _detect_one(console, path: Path, series: str | None, detect_models, seg_threshold: float, erosion: str):
     """Reads one scan and runs the CAD with a progress bar per stage."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -84,7 +89,7 @@ def _detect_one(console, path: Path, series: str | None, detect_models, seg_thre
                 tasks[stage] = progress.add_task(stage, total=max(total, 1))
             progress.update(tasks[stage], completed=done if total else 1)
 
-        detection = detect(scan, detect_models, segmentation_threshold=seg_threshold, progress=report)
+        detection = detect(scan, detect_models, segmentation_threshold=seg_threshold, erosion=erosion, progress=report)
     timing = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in detection.seconds.items())
     console.print(f"{path.name}: {len(detection.candidates)} candidates ({timing}; backend {detect_models.backend})")
     return detection

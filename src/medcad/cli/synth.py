@@ -21,6 +21,10 @@ def synth(
     negatives: int = typer.Option(None, "--negatives", help="Non-nodule candidates per scan (default by size)."),
     nodules: int = typer.Option(None, "--nodules", help="Nodules per scan (default: 0-5 at random, like LUNA16)."),
     slices: int = typer.Option(None, "--slices", help="Fixed slice count (default: coverage / slice thickness)."),
+    min_nodule_mm: float = typer.Option(None, "--min-nodule-mm", help="Nodule diameters from the real histogram "
+                                                                      "above this size only (default: all, 3-32 mm)."),
+    clear_fraction: float = typer.Option(0.0, "--clear-fraction", help="Share of scans without any nodule "
+                                                                       "(e.g. 0.5 for a nodule / clear task)."),
 ) -> None:
     """Write synthetic chest CTs with nodules, candidates, malignancy and vertebra levels."""
     from medcad.data.synthetic import SIZES
@@ -32,9 +36,14 @@ def synth(
         raise InputError(None, f"--slices must be at least 2, got {slices}")
     if (nodules is not None and nodules < 0) or (negatives is not None and negatives < 0):
         raise InputError(None, "--nodules and --negatives cannot be negative")
+    if not 0.0 <= clear_fraction <= 1.0:
+        raise InputError(None, f"--clear-fraction must lie in [0, 1], got {clear_fraction}")
+    if min_nodule_mm is not None and not 0.0 <= min_nodule_mm < 32.0:
+        raise InputError(None, f"--min-nodule-mm must lie in [0, 32), got {min_nodule_mm}")
     from medcad.data.synthetic import PhantomOptions
 
-    options = PhantomOptions(size=size, abdomen=abdomen, negatives=negatives, nodules=nodules, slices=slices)
+    options = PhantomOptions(size=size, abdomen=abdomen, negatives=negatives, nodules=nodules, slices=slices,
+                             min_nodule_mm=min_nodule_mm, clear_fraction=clear_fraction)
     print_cohort(synthesize(out, scans, seed, options, file_format), out)
 
 

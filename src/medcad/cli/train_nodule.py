@@ -77,8 +77,11 @@ def segmentation(
     epoch_samples: int = _SAMPLES, splits: Path = _SPLITS, seed: int = _SEED, device: str = _DEVICE,
     monitor: str = _MONITOR, width: int = typer.Option(None, "--width", help="U-Net filters at the top (16)."),
     depth: int = typer.Option(None, "--depth", help="U-Net levels (3)."),
-    augment: bool = typer.Option(None, "--augment/--no-augment"), threads: int = _THREADS,
-    resume: bool = _RESUME, quiet: bool = _QUIET,
+    augment: bool = typer.Option(None, "--augment/--no-augment"),
+    fn_weight: float = typer.Option(None, "--fn-weight", help="Weight of the Dice term inside the mask (the book: 8)."),
+    bce_weight: float = typer.Option(None, "--bce-weight", help="Weight of an added binary cross-entropy (0: the book)."),
+    prior: float = typer.Option(None, "--prior", help="Initial output probability (e.g. 0.01; 0: PyTorch's init)."),
+    threads: int = _THREADS, resume: bool = _RESUME, quiet: bool = _QUIET,
 ) -> None:
     """Train the 2D segmentation U-Net (7 context slices, 64x64 crops, Dice loss weighted against misses)."""
     from medcad.tasks.nodule_seg import SegmentationConfig, train_segmentation
@@ -86,7 +89,8 @@ def segmentation(
     _threads(threads)
     resolved = _resolve(SegmentationConfig, config, {
         **_common(data, out, epochs, lr, batch_size, workers, splits, seed, device, monitor),
-        "epoch_samples": epoch_samples, "width": width, "depth": depth, "augment": augment})
+        "epoch_samples": epoch_samples, "width": width, "depth": depth, "augment": augment,
+        "false_negative_weight": fn_weight, "bce_weight": bce_weight, "prior": prior})
     _finish(train_segmentation(resolved, resume=resume, quiet=quiet), resolved.out)
 
 

@@ -23,6 +23,8 @@ def train_volume_cls(
     config_file: Path = typer.Option(None, "--config", help="YAML file with VolumeClsConfig keys."),
     model: str = typer.Option(None, "--model", help="resnet10_3d (default), resnet18_3d, resnet34_3d, resnet50_3d."),
     width: int = typer.Option(None, "--width", help="Channels of the first ResNet stage (default 64)."),
+    global_pool: str = typer.Option(None, "--global-pool", help="avg (default, as published) or max (for one small "
+                                                                 "finding anywhere, e.g. a nodule)."),
     epochs: int = typer.Option(None, "--epochs", help="Most epochs (default 30; early stopping may end sooner)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Volumes per batch (default 4)."),
     lr: float = typer.Option(None, "--lr", help="Learning rate (default 1e-3, Adam)."),
@@ -43,8 +45,8 @@ def train_volume_cls(
 
     config = load_config(VolumeClsConfig, config_file) if config_file else VolumeClsConfig()
     config = apply_overrides(config, {
-        "model": model, "width": width, "batch_size": batch_size, "loss": loss, "class_weighting": class_weighting,
-        "sampler": sampler, "augment": augment, "fit.epochs": epochs, "fit.optimizer.lr": lr,
+        "model": model, "width": width, "global_pool": global_pool, "batch_size": batch_size, "loss": loss,
+        "class_weighting": class_weighting, "sampler": sampler, "augment": augment, "fit.epochs": epochs, "fit.optimizer.lr": lr,
         "fit.monitor": monitor, "fit.max_minutes": max_minutes, "fit.seed": seed, "fit.device": device})
     table = read_volume_table(data)
     logger = RunLogger(out, tensorboard=config.fit.tensorboard)

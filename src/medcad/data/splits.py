@@ -66,21 +66,46 @@ def hash_unit(key: str, salt: str = DEFAULT_SALT) -> float:
 
 
 def make_splits(series_uids: Iterable[str], fractions: Mapping[str, float] = DEFAULT_FRACTIONS,
-                salt: str = DEFAULT_SALT, group_of: Mapping[str, str] | None = None) -> SeriesSplits:
-    """Assigns each series to a split by the hash of its UID (or of ``group_of[uid]``, e.g. its patient)."""
+                salt: str = DEFAULT_SALT, group_of: Mapping[str, str] | None = None,
+                exact: bool = False) -> SeriesSplits:
+    """Assigns each series to a split by the hash of its UID (or of ``group_of[uid]``, e.g. its patient).
+
+    By default a hash value falls into the split whose share of [0, 1) holds it: fractions are met
+    on average and adding series never moves one. ``exact=True`` ranks the groups by hash and cuts
+    the ranking into counts that match the fractions (largest remainders; every split with a
+    non-zero fraction gets at least one group when there are enough): for small cohorts, where
+    the plain rule can leave a split empty. Both depend on the UIDs and salt only.
+    """
     names = list(fractions)
     if not names or any(f < 0 for f in fractions.values()) or abs(sum(fractions.values()) - 1) > 1e-9:
         raise MedcadError(f"split fractions must be >= 0 and sum to 1, got {dict(fractions)}")
-    bounds, total = [], 0.0
-    for name in names:
-        total += fractions[name]
-        bounds.append(total)
+    uids = sorted(set(series_uids))
+    group = {uid: group_of.get(uid, uid) if group_of else uid for uid in uids}
+    units = {key: hash_unit(key, salt) for key in set(group.values())}
+    if exact:
+        ranked = sorted(units, key=lambda key: (units[key], key))
+        split_of_group = dict(zip(ranked, _ranked_names(names, fractions, len(ranked))))
+    else:
+        bounds = [sum(fractions[n] for n in names[:i + 1]) for i in range(len(names))]
+        split_of_group = {key: next((n for n, bound in zip(names, bounds) if u < bound), names[-1])
+                          for key, u in units.items()}
     assigned: dict[str, list[str]] = {name: [] for name in names}
-    for uid in sorted(set(series_uids)):
-        u = hash_unit(group_of.get(uid, uid) if group_of else uid, salt)
-        name = next((n for n, bound in zip(names, bounds) if u < bound), names[-1])
-        assigned[name].append(uid)
+    for uid in uids:
+        assigned[split_of_group[group[uid]]].append(uid)
     return SeriesSplits({n: tuple(v) for n, v in assigned.items()}, dict(fractions), salt)
+
+
+def _ranked_names(names: list[str], fractions: Mapping[str, float], count: int) -> list[str]:
+    """Split names for ``count`` ranked groups: counts by largest remainder, at least one per used split."""
+    wanted = {n: fractions[n] * count for n in names}
+    counts = {n: int(wanted[n]) for n in names}
+    for n in sorted(names, key=lambda n: wanted[n] - counts[n], reverse=True)[:count - sum(counts.values())]:
+        counts[n] += 1
+    for n in names:
+        donor = max(names, key=lambda d: counts[d])
+        if fractions[n] > 0 and counts[n] == 0 and counts[donor] > 1:
+            counts[n], counts[donor] = 1, counts[donor] - 1
+    return [n for n in names for _ in range(counts[n])]
 
 
 def find_leaks(splits: Mapping[str, Iterable[str]]) -> tuple[Leak, ...]:

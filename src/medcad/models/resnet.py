@@ -39,6 +39,8 @@ from torch.nn import functional as F
 from medcad.errors import InputError, MedcadError
 from medcad.models.registry import register
 
+#: Global pooling of the last stage: "avg" as published, "max" for small-finding labels.
+GLOBAL_POOLS = ("avg", "max")
 #: depth -> (block kind, blocks per stage).
 DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
     10: ("basic", (1, 1, 1, 1)),
@@ -150,15 +152,21 @@ class ResNet(nn.Module):
         shortcut: ``"B"`` (projection where the shape changes) or ``"A"`` (zero padding).
         zero_init_residual: start the last norm of every residual block at zero.
         dropout: dropout before the head (0 disables it).
+        global_pool: ``"avg"`` (as published) or ``"max"``: the global pooling of the last stage.
+            Max pooling suits "is there a small thing anywhere" labels (a nodule in a chest): one
+            strong local response is not diluted by the whole volume.
     """
 
     def __init__(self, depth: int = 18, spatial_dims: int = 3, in_channels: int = 1, num_classes: int = 2,
-                 width: int = 64, shortcut: str = "B", zero_init_residual: bool = False, dropout: float = 0.0):
+                 width: int = 64, shortcut: str = "B", zero_init_residual: bool = False, dropout: float = 0.0,
+                 global_pool: str = "avg"):
         super().__init__()
         if depth not in DEPTHS:
             raise MedcadError(f"ResNet depth must be one of {sorted(DEPTHS)}, got {depth}")
         if shortcut not in ("A", "B"):
             raise MedcadError(f"ResNet shortcut must be 'A' or 'B', got {shortcut!r}")
+        if global_pool not in GLOBAL_POOLS:
+            raise MedcadError(f"ResNet global_pool must be one of {', '.join(GLOBAL_POOLS)}, got {global_pool!r}")
         conv, norm, max_pool, avg_pool = _layers(spatial_dims)
         kind, blocks_per_stage = DEPTHS[depth]
         block = BasicBlock if kind == "basic" else Bottleneck
@@ -175,7 +183,7 @@ class ResNet(nn.Module):
                 layer.append(block(spatial_dims, channels_in, channels, stride, shortcut))
                 channels_in = channels * block.expansion
             self.add_module(f"layer{stage + 1}", nn.Sequential(*layer))
-        self.pool = avg_pool(1)
+        self.pool = avg_pool(1) if global_pool == "avg" else _adaptive_max_pool(spatial_dims)(1)
         self.num_features = channels_in
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.head = nn.Linear(self.num_features, num_classes)
@@ -200,7 +208,7 @@ class ResNet(nn.Module):
         return [stem, self.layer1, self.layer2, self.layer3, self.layer4]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Backbone output, globally average-pooled: (N, num_features)."""
+        """Backbone output, globally pooled (average or max): (N, num_features)."""
         x = self.maxpool(F.relu(self.bn1(self.conv1(x)), inplace=True))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.pool(x).flatten(1)
@@ -211,6 +219,10 @@ class ResNet(nn.Module):
     def reset_head(self, num_classes: int) -> None:
         """Replaces the head with a fresh linear layer (fine-tuning on a new label set)."""
         self.head = nn.Linear(self.num_features, num_classes)
+
+
+def _adaptive_max_pool(spatial_dims: int) -> type[nn.Module]:
+    return nn.AdaptiveMaxPool2d if spatial_dims == 2 else nn.AdaptiveMaxPool3d
 
 
 def _register_variant(depth: int, spatial_dims: int) -> None:

@@ -12,7 +12,7 @@ from medcad.io.scan import Scan
 from medcad.pipeline.classify import classify
 from medcad.pipeline.group import group
 from medcad.pipeline.model_set import DetectModels
-from medcad.pipeline.segment import erode, segment
+from medcad.pipeline.segment import erode, erosion_axes, segment
 
 #: Stage names, in order, as reported to ``progress`` and in ``Detection.seconds``.
 STAGES = ("segment", "group", "classify")
@@ -44,7 +44,7 @@ class Detection:
 
 
 def detect(scan: Scan, models: DetectModels, segmentation_threshold: float = 0.5, erosion_iterations: int = 1,
-           progress: Progress | None = None) -> Detection:
+           erosion: str = "3d", progress: Progress | None = None) -> Detection:
     """Runs the CAD chain on a scan with the book's semantics (see the stage modules).
 
     Args:
@@ -52,6 +52,7 @@ def detect(scan: Scan, models: DetectModels, segmentation_threshold: float = 0.5
         models: the loaded predictors (:func:`medcad.pipeline.load_detect_models`).
         segmentation_threshold: probability above which a voxel is nodule-like (0.5, the book).
         erosion_iterations: erosions of the thresholded mask (1, the book).
+        erosion: ``3d`` (the book's cross), ``2d`` (in-plane only) or ``none``.
         progress: called as ``progress(stage, done, total)`` while the stages run.
     """
     series_uid = scan.series_uid or _stem(scan.source)
@@ -60,7 +61,7 @@ def detect(scan: Scan, models: DetectModels, segmentation_threshold: float = 0.5
 
     with clock("segment"):
         mask = segment(scan.hu, models.segmentation, threshold=segmentation_threshold, progress=report("segment"))
-        mask = erode(mask, erosion_iterations)
+        mask = erode(mask, erosion_iterations, erosion_axes(erosion))
     with clock("group"):
         candidates = group(mask, scan.hu, scan.geometry, series_uid=series_uid)
         del mask

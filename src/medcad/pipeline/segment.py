@@ -65,24 +65,44 @@ def segment(hu: np.ndarray, predictor: Predictor, batch_size: int = SLICE_BATCH,
     return result
 
 
-def threshold_mask(prob: np.ndarray, threshold: float = 0.5, erosion_iterations: int = 1) -> np.ndarray:
-    """``prob > threshold``, eroded ``erosion_iterations`` times with the 6-neighbour cross."""
+#: Axes each erosion mode shrinks the mask along: the book's 3D cross, in-plane only (thick
+#: slices, where a nodule spans one or two slices), or none (coarse grids, where a nodule is a
+#: couple of voxels wide and one erosion would delete it).
+EROSION_AXES = {"3d": (0, 1, 2), "2d": (1, 2), "none": ()}
+
+
+def erosion_axes(mode: str) -> tuple[int, ...]:
+    """The axes of an erosion mode (``3d``, ``2d`` or ``none``)."""
+    if mode not in EROSION_AXES:
+        from medcad.errors import MedcadError
+
+        raise MedcadError(f"unknown erosion {mode!r}; choose one of {', '.join(EROSION_AXES)}")
+    return EROSION_AXES[mode]
+
+
+def threshold_mask(prob: np.ndarray, threshold: float = 0.5, erosion_iterations: int = 1,
+                   erosion: str = "3d") -> np.ndarray:
+    """``prob > threshold``, eroded ``erosion_iterations`` times with the cross of ``erosion``'s axes."""
     mask = prob > threshold
-    return erode(mask, erosion_iterations)
+    return erode(mask, erosion_iterations, erosion_axes(erosion))
 
 
-def erode(mask: np.ndarray, iterations: int = 1) -> np.ndarray:
-    """``iterations`` binary erosions of a boolean volume with the 6-neighbour cross."""
+def erode(mask: np.ndarray, iterations: int = 1, axes: tuple[int, ...] = (0, 1, 2)) -> np.ndarray:
+    """``iterations`` binary erosions of a boolean volume with the face-neighbour cross along ``axes``."""
+    if not axes:
+        return mask
     for _ in range(iterations):
-        mask = erode_cross(mask)
+        mask = erode_cross(mask, axes)
     return mask
-def erode_cross(mask: np.ndarray) -> np.ndarray:
-    """One binary erosion with the 3D cross (face neighbours); outside the volume counts as False.
 
-    Equal to ``scipy.ndimage.binary_erosion(mask)`` and several times faster: six shifted ANDs.
+
+def erode_cross(mask: np.ndarray, axes: tuple[int, ...] | None = None) -> np.ndarray:
+    """One binary erosion with the cross of face neighbours along ``axes`` (default all); outside is False.
+
+    Equal to ``scipy.ndimage.binary_erosion(mask)`` for all axes and several times faster: six shifted ANDs.
     """
     out = mask.copy()
-    for axis in range(mask.ndim):
+    for axis in range(mask.ndim) if axes is None else axes:
         head = [slice(None)] * mask.ndim
         tail = [slice(None)] * mask.ndim
         head[axis], tail[axis] = slice(1, None), slice(None, -1)

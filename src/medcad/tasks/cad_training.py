@@ -69,7 +69,7 @@ def prepare_splits(data_dir: str | Path, splits_path: str | Path | None, series_
             raise InputError(path, f"{len(missing)} scan(s) of the data folder are in no split, e.g. {missing[0]}; "
                                    "delete the file to make a new split")
         return splits, path
-    splits = make_splits(series_uids, fractions)
+    splits = make_splits(series_uids, fractions, exact=True)
     if write:
         write_splits(splits, path)
     return splits, path

@@ -46,6 +46,8 @@ class VolumeClsConfig:
     Attributes:
         model: registry name (``resnet10_3d`` ... ``resnet50_3d``).
         width: channels of the first ResNet stage (64 as published; 16-32 train fast on a CPU).
+        global_pool: ``avg`` (as published) or ``max`` (better when the label is one small finding
+            anywhere in the volume, e.g. a nodule).
         batch_size: volumes per batch.
         loss: ``ce``, ``focal``, ``dice``, ``focal_dice`` or ``asymmetric`` (:func:`medcad.losses.make_loss`).
         class_weighting: ``none``, ``inverse`` or ``effective`` (from the training split's counts).
@@ -59,6 +61,7 @@ class VolumeClsConfig:
 
     model: str = "resnet10_3d"
     width: int = 64
+    global_pool: str = "avg"
     batch_size: int = 4
     loss: str = "ce"
     class_weighting: str = "none"
@@ -212,7 +215,10 @@ def build_model(config: VolumeClsConfig, num_classes: int):
 
 
 def model_kwargs(config: VolumeClsConfig, num_classes: int) -> dict:
-    return {"in_channels": 1, "num_classes": num_classes, "width": config.width}
+    kwargs = {"in_channels": 1, "num_classes": num_classes, "width": config.width}
+    if config.global_pool != "avg":  # only when set: model.json of avg-pooled models stays as it was
+        kwargs["global_pool"] = config.global_pool
+    return kwargs
 
 
 def predict_probabilities(model, loader, device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
@@ -241,6 +247,10 @@ def train_volume_classifier(table: VolumeTable, config: VolumeClsConfig = Volume
 
     if config.sampler not in SAMPLERS:
         raise MedcadError(f"unknown sampler {config.sampler!r}: use one of {', '.join(SAMPLERS)}")
+    from medcad.models.resnet import GLOBAL_POOLS
+
+    if config.global_pool not in GLOBAL_POOLS:
+        raise MedcadError(f"unknown global_pool {config.global_pool!r}: use one of {', '.join(GLOBAL_POOLS)}")
     validate_fit_config(config.fit)
     table = prepare_table(table, config.fractions, source)
     cached = cached_config(r.path for r in table.records)

@@ -88,6 +88,10 @@ def write_cohort(out_dir: str | Path, scans: int, seed: int, options: PhantomOpt
     settings = {"generator": "medcad synth", "seed": seed, "scans": scans, "size": options.size,
                 "abdomen": options.abdomen, "negatives_per_scan": options.negatives_per_scan,
                 "format": file_format, "series_uids": uids}
+    if options.min_nodule_mm is not None:  # only when set: default cohorts keep their bytes
+        settings["min_nodule_mm"] = options.min_nodule_mm
+    if options.clear_fraction:
+        settings["clear_fraction"] = options.clear_fraction
     write_text_atomic(out / "cohort.json", json.dumps(settings, indent=2) + "\n")
     return summaries
 

@@ -73,9 +73,10 @@ def sample_nodule_count(rng: np.random.Generator) -> int:
     return int(rng.choice(len(_COUNT_P), p=_COUNT_P))
 
 
-def sample_nodule_traits(rng: np.random.Generator, stats: NoduleStatistics, count: int) -> list[NoduleTraits]:
-    """Draws ``count`` nodules' size, malignancy, ratings and appearance."""
-    diameters = stats.sample_diameters_mm(rng, count)
+def sample_nodule_traits(rng: np.random.Generator, stats: NoduleStatistics, count: int,
+                         min_diameter_mm: float | None = None) -> list[NoduleTraits]:
+    """Draws ``count`` nodules' size (at least ``min_diameter_mm`` if given), malignancy, ratings and appearance."""
+    diameters = stats.sample_diameters_mm(rng, count, min_diameter_mm)
     malignant = rng.random(count) < stats.malignancy_probability(diameters)
     traits = []
     for diameter, is_malignant in zip(diameters, malignant):

@@ -28,6 +28,8 @@ from medcad.io.scan import Scan
 
 #: Coarse grid spacing (mm) for the smooth anatomy, interpolated up to the scan's grid.
 COARSE_MM = 2.0
+#: Below the largest real diameter (32.5 mm, the histogram's last edge): ``min_nodule_mm`` must be less.
+MAX_NODULE_MM = 32.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,10 @@ class PhantomOptions:
         negatives: class-0 candidates per scan (None: a default per size).
         slices: a fixed slice count (None: the size's, or coverage / slice thickness).
         nodules: nodules per scan (None: 0-5, as many as LUNA16 scans with nodules have).
+        min_nodule_mm: draw nodule diameters from the real histogram above this size only (None:
+            the whole histogram, 3-32 mm); for tasks that need nodules visible on a coarse grid.
+        clear_fraction: share of scans drawn without any nodule (0: the count decides alone); e.g.
+            0.5 for a balanced "nodule" / "clear" scan-classification cohort.
     """
 
     size: str = "small"
@@ -47,12 +53,18 @@ class PhantomOptions:
     negatives: int | None = None
     slices: int | None = None
     nodules: int | None = None
+    min_nodule_mm: float | None = None
+    clear_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
             raise ValueError(f"unknown size {self.size!r}; choose one of {', '.join(SIZES)}")
         if self.slices is not None and self.slices < 2:
             raise ValueError(f"slices must be at least 2, got {self.slices}")
+        if not 0.0 <= self.clear_fraction <= 1.0:
+            raise ValueError(f"clear_fraction must lie in [0, 1], got {self.clear_fraction}")
+        if self.min_nodule_mm is not None and not 0.0 <= self.min_nodule_mm < MAX_NODULE_MM:
+            raise ValueError(f"min_nodule_mm must lie in [0, {MAX_NODULE_MM:g}), got {self.min_nodule_mm}")
 
     @property
     def negatives_per_scan(self) -> int:
@@ -125,7 +137,9 @@ def generate_phantom(seed: int, index: int, options: PhantomOptions = PhantomOpt
     nodules: list[PlacedNodule] = []
     taken: list[tuple[np.ndarray, float]] = []
     count = sample_nodule_count(rng) if options.nodules is None else options.nodules
-    for traits in sample_nodule_traits(rng, load_statistics(), count):
+    if options.clear_fraction > 0 and rng.random() < options.clear_fraction:  # no draw at the default
+        count = 0
+    for traits in sample_nodule_traits(rng, load_statistics(), count, options.min_nodule_mm):
         center = place_nodule(rng, patient, traits, vessels, taken)
         nodules.append(draw_nodule(canvas, rng, traits, center))
         taken.append((center, traits.diameter_mm / 2))

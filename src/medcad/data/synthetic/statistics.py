@@ -39,11 +39,19 @@ class NoduleStatistics:
     ratings_malignant: np.ndarray
     ratings_benign: np.ndarray
 
-    def sample_diameters_mm(self, rng: np.random.Generator, count: int) -> np.ndarray:
-        """Diameters drawn from the real histogram (uniform within a bin)."""
-        probabilities = self.diameter_counts / self.diameter_counts.sum()
-        bins = rng.choice(len(probabilities), size=count, p=probabilities)
-        low, high = self.diameter_edges_mm[bins], self.diameter_edges_mm[bins + 1]
+    def sample_diameters_mm(self, rng: np.random.Generator, count: int, min_mm: float | None = None) -> np.ndarray:
+        """Diameters drawn from the real histogram (uniform within a bin); with ``min_mm``, from
+        its part above ``min_mm`` (the histogram truncated there, the bin it cuts weighted by the
+        share of it that is left)."""
+        low_edges, high_edges = self.diameter_edges_mm[:-1], self.diameter_edges_mm[1:]
+        weights = self.diameter_counts.astype(float)
+        if min_mm is not None:
+            low_edges = np.maximum(low_edges, min_mm)
+            weights = weights * np.clip((high_edges - low_edges) / (high_edges - self.diameter_edges_mm[:-1]), 0.0, 1.0)
+            if weights.sum() <= 0:
+                raise ValueError(f"no real nodule diameter above {min_mm} mm")
+        bins = rng.choice(len(weights), size=count, p=weights / weights.sum())
+        low, high = low_edges[bins], high_edges[bins]
         return low + (high - low) * rng.random(count)
 
     def malignancy_probability(self, diameter_mm: np.ndarray | float) -> np.ndarray:
