@@ -25,7 +25,7 @@ DEMO_SEED = 0
 DEMO_FRACTIONS = {"train": 0.6, "val": 0.1, "test": 0.3}
 #: Training budget per model (epochs, samples per epoch).
 SEG_BUDGET = (30, 384)
-NODULE_BUDGET = (20, 512)
+NODULE_BUDGET = (40, 512)
 MALIGNANCY_BUDGET = (5, 128)
 #: The segmentation loss for a short CPU budget: the book's Dice terms with a milder false-negative
 #: weight (its 8 makes the U-Net mark nearly everything for many epochs), an added cross-entropy

@@ -20,6 +20,7 @@ def register(app: typer.Typer) -> None:
     train_app.command("segmentation")(segmentation)
     train_app.command("nodule")(nodule)
     train_app.command("malignancy")(malignancy)
+    train_app.command("mine-negatives")(mine_negatives)
 
 
 _DATA = typer.Option(None, "--data", help="LUNA16-layout folder (medcad synth output or real LUNA16).")
@@ -150,3 +151,26 @@ def malignancy(
         **_classifier_overrides(None, None, None, None, epoch_samples, augment, label_smoothing, mixup, None),
         "init_from": init_from, "finetune_depth": finetune_depth, "three_way": three_way})
     _finish(train_malignancy(resolved, resume=resume, quiet=quiet), resolved.out)
+
+
+def mine_negatives(
+    data: Path = _DATA,
+    segmentation_model: Path = typer.Option(..., "--segmentation", help="The segmenter's model folder."),
+    out: Path = typer.Option(Path("runs/hard_negatives"), "--out", help="Folder for one candidates JSON per scan."),
+    split: str = typer.Option("train", "--split", help="Which split's scans to mine."),
+    splits: Path = _SPLITS,
+    seg_threshold: float = typer.Option(0.5, "--seg-threshold"),
+    erosion: str = typer.Option("3d", "--erosion", help="3d (the book), 2d or none, as medcad detect."),
+) -> None:
+    """Write the segmenter's candidates on a split's scans: the input of `train nodule --hard-negatives`."""
+    from medcad.tasks.cad_training import open_cache, prepare_splits
+    from medcad.tasks.nodule_cls import mine_segmenter_candidates
+
+    if data is None:
+        from medcad.errors import InputError
+
+        raise InputError(None, "give the data folder with --data")
+    cache = open_cache(data)
+    chosen, _ = prepare_splits(data, splits, list(cache.sources))
+    folder = mine_segmenter_candidates(cache, segmentation_model, chosen[split], out, seg_threshold, erosion)
+    typer.echo(f"wrote the candidates of {len(chosen[split])} {split} scans to {folder}")
