@@ -9,8 +9,7 @@ import sys
 
 import pytest
 
-from medcad.io import write_scan
-from tests.transforms.phantoms import small_chest
+from medcad.data.synthetic import write_chests
 
 
 def medcad(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -20,11 +19,9 @@ def medcad(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
-def phantom_folders(root, per_class: int, shape=(24, 48, 48)):
-    """Class folders of small chests: ``nodule/`` with a solid nodule in a lung, ``clear/`` without."""
-    for index in range(2 * per_class):
-        label = "nodule" if index % 2 else "clear"
-        write_scan(small_chest(index, nodule=index % 2 == 1, shape=shape), root / label / f"chest{index:03d}.nii.gz")
+def phantom_folders(root, per_class: int):
+    """Class folders of small chests (``medcad synth-chests``): ``nodule/`` with a solid nodule, ``clear/`` without."""
+    write_chests(root, per_class, seed=0)
     return root
 
 

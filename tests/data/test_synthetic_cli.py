@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from typer.testing import CliRunner
 
 from medcad.cli import _register, app
@@ -36,3 +38,45 @@ def test_synth_refuses_bad_options_and_foreign_folders(tmp_path):
     (tmp_path / "subset0" / "1.2.3.mhd").write_text("not ours")
     result = runner.invoke(app, ["synth", "--out", str(tmp_path), "--scans", "1", "--size", "small"])
     assert result.exit_code != 0 and "another cohort" in str(result.exception)
+
+
+def _digests(folder):
+    import hashlib
+
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_synth_chests_writes_seeded_class_folders_that_read_as_a_volume_table(tmp_path):
+    from medcad.data.volumes import read_volume_table
+    from medcad.io import read_scan
+
+    for name, seed in (("a", "4"), ("b", "4"), ("c", "5")):
+        result = runner.invoke(app, ["synth-chests", "--out", str(tmp_path / name), "--per-class", "2", "--seed", seed])
+        assert result.exit_code == 0, result.output
+    assert "wrote 4 chests (2 per class)" in result.output
+    first = _digests(tmp_path / "a")
+    assert sorted(first) == ["clear/chest000.nii.gz", "clear/chest002.nii.gz", "nodule/chest001.nii.gz",
+                             "nodule/chest003.nii.gz"]
+    assert first == _digests(tmp_path / "b")
+    assert not set(first.values()) & set(_digests(tmp_path / "c").values())
+    table = read_volume_table(tmp_path / "a")
+    assert table.class_names == ("clear", "nodule") and len(table.records) == 4
+    from medcad.data.synthetic import small_chest
+
+    nodule = read_scan(tmp_path / "a" / "nodule" / "chest001.nii.gz")
+    assert nodule.hu.shape == (24, 48, 48)
+    assert np.array_equal(nodule.hu, small_chest((4, 1), nodule=True).hu)
+    # The same chest without its nodule (same lungs, other noise): the nodule adds about 90 voxels
+    # of solid tissue (60 HU) where the lung is (-850 HU).
+    solid = (nodule.hu > -400).sum() - (small_chest((4, 1), nodule=False).hu > -400).sum()
+    assert 40 < solid < 120
+
+def test_synth_chests_refuses_bad_counts_and_other_cohorts_files(tmp_path):
+    result = runner.invoke(app, ["synth-chests", "--out", str(tmp_path), "--per-class", "0"])
+    assert result.exit_code != 0 and "--per-class must be at least 1" in str(result.exception)
+    (tmp_path / "nodule").mkdir()
+    (tmp_path / "nodule" / "mine.nii.gz").write_text("not a chest")
+    result = runner.invoke(app, ["synth-chests", "--out", str(tmp_path), "--per-class", "1"])
+    assert result.exit_code != 0 and "mine.nii.gz" in str(result.exception)
+    assert not (tmp_path / "clear").exists()

@@ -1,4 +1,5 @@
-"""``medcad synth``: write a phantom CT cohort in the LUNA16 layout."""
+"""``medcad synth``: write a phantom CT cohort in the LUNA16 layout; ``medcad synth-chests``: small
+chests with / without a nodule in class folders."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     app.command("synth")(synth)
+    app.command("synth-chests")(synth_chests)
 
 
 def synth(
@@ -45,6 +47,22 @@ def synth(
     options = PhantomOptions(size=size, abdomen=abdomen, negatives=negatives, nodules=nodules, slices=slices,
                              min_nodule_mm=min_nodule_mm, clear_fraction=clear_fraction)
     print_cohort(synthesize(out, scans, seed, options, file_format), out)
+
+
+def synth_chests(
+    out: Path = typer.Option(..., "--out", help="Folder for the class folders clear/ and nodule/."),
+    per_class: int = typer.Option(120, "--per-class", help="Chests per class."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives byte-identical files."),
+) -> None:
+    """Write small chests (24x48x48, .nii.gz) with / without a solid nodule, for volume classification."""
+    from rich.progress import Progress
+
+    from medcad.data.synthetic import write_chests
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task(f"writing {2 * per_class} chests", total=2 * per_class)
+        paths = write_chests(out, per_class, seed, on_scan=lambda _: progress.advance(task))
+    print(f"wrote {len(paths)} chests ({per_class} per class) to {out}/clear and {out}/nodule")
 
 
 def synthesize(out: Path, scans: int, seed: int, options, file_format: str = "mhd") -> list:
