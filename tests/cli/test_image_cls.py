@@ -8,11 +8,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torchvision
 from PIL import Image
 
 from medcad.data.images import ImagePreprocessing
 from medcad.models.store import ModelDescription, save_model
 from medcad.models.torchvision_backbones import TorchvisionClassifier
+from medcad.tasks.image_cls import train_image_classifier
 from tests.conftest import shared_path
 
 OCT_CLASSES = ["CNV", "DME", "DRUSEN", "NORMAL"]
@@ -88,6 +90,54 @@ def test_train_predict_evaluate_and_resume_on_toy_images(tmp_path, medcad):
         assert (out / png).stat().st_size > 10_000
 
 
+def test_weights_file_with_frozen_features_keeps_the_backbone_and_trains_the_head(tmp_path, medcad):
+    from medcad.models.store import load_state_dict
+
+    data = write_toy_images(tmp_path / "toy")
+    torch.manual_seed(2)
+    reference = torchvision.models.resnet18(num_classes=1000)
+    weights = tmp_path / "resnet18-imagenet-like.pth"
+    torch.save(reference.state_dict(), weights)
+    run = tmp_path / "run"
+    result = medcad("train", "image-cls", data, "--out", run, "--arch", "resnet18", "--weights", weights,
+                    "--freeze", "features", "--image-size", "32", "--epochs", "2", "--batch-size", "8",
+                    "--lr", "0.05", "--seed", "1", "--split-fractions", "0.5,0.25,0.25")
+    assert result.exit_code == 0, result.output
+    assert "11,177,538 parameters, 1,026 trainable" in result.stdout  # head: 512 features x 2 classes + 2 biases
+    epochs = [load_state_dict(run / "checkpoints" / f"epoch-000{n}" / "model.safetensors") for n in (1, 2)]
+    for state in epochs:
+        for name, value in reference.state_dict().items():  # batch-norm statistics included
+            if not name.startswith("fc."):
+                assert torch.equal(state[f"backbone.{name}"], value), name
+    assert {name for name in epochs[0] if not torch.equal(epochs[0][name], epochs[1][name])} == {"head.weight",
+                                                                                                  "head.bias"}
+
+
+def test_a_trained_run_reloads_and_predicts_identically(tmp_path):
+    from medcad.tasks.image_cls import (ImageClsConfig, evaluate_records, load_image_classifier, predict_files,
+                                        predict_probabilities)
+    from medcad.training.config import apply_overrides
+
+    data = write_toy_images(tmp_path / "toy")
+    config = apply_overrides(ImageClsConfig(), {
+        "data.source": str(data), "data.image_size": (32, 32), "data.channels": 1, "data.batch_size": 8,
+        "data.fractions": (0.5, 0.25, 0.25), "model.arch": "shufflenet_v2_x0_5", "model.weights": "none",
+        "model.freeze": "none", "fit.epochs": 2, "fit.ema_decay": 0.9, "fit.tensorboard": False, "tta": True})
+    trained = train_image_classifier(config, tmp_path / "run")
+    loaded = load_image_classifier(tmp_path / "run")
+    assert loaded.tta and loaded.class_names == ("BOTTOM", "TOP")
+    again = evaluate_records(loaded, trained.splits["test"], batch_size=8, tta=True)
+    assert np.array_equal(again.probabilities, trained.test.probabilities)
+    assert json.loads((tmp_path / "run" / "test_metrics.json").read_text())["accuracy"] == again.report.accuracy
+    image = trained.splits["test"][0].source
+    from medcad.data.images import eval_transform, read_image
+
+    tensor = eval_transform(loaded.preprocessing)(read_image(image, 1)).unsqueeze(0)
+    expected = predict_probabilities(trained.fit.model.eval(), tensor, tta=True)[0]
+    top = predict_files(loaded, [image], top_k=2, tta=True)[0].top
+    assert dict(top) == {name: float(expected[i]) for i, name in enumerate(loaded.class_names)}
+
+
 def test_bad_options_exit_2_with_one_line(tmp_path, monkeypatch, capsys):
     from medcad.cli import main
 
@@ -155,3 +205,13 @@ def test_pneumoniamnist_tiny_budget_learns():
     trained = train_image_classifier(config)
     assert trained.fit.history[-1]["val_loss"] < trained.fit.history[0]["train_loss"]
     assert trained.test.auc > 0.85
+
+
+@pytest.mark.parametrize("name", ["oct-resnet18-scratch.yaml", "pneumoniamnist-resnet18-scratch.yaml"])
+def test_shipped_recipes_load_and_train_from_scratch(name):
+    from pathlib import Path
+
+    from medcad.tasks.image_cls import config_with_overrides
+
+    config = config_with_overrides(Path(__file__).parents[2] / "configs" / name, {"data.source": "data"})
+    assert config.model.weights == "none" and config.model.freeze == "none" and config.data.channels == 1

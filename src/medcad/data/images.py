@@ -302,13 +302,18 @@ class AugmentConfig:
 
 
 def eval_transform(preprocessing: ImagePreprocessing) -> Callable:
-    """Resize to the input size, to tensor, normalise (torchvision transforms v2)."""
+    """Resize to the input size (antialiased, on the uint8 tensor), scale to [0, 1], normalise.
+
+    Takes a PIL image or a uint8 (C, H, W) tensor; an image already at the input size is not resampled,
+    so a data set caching images at exactly that size (:func:`resize_to`) gives the same tensors as
+    prediction from the file.
+    """
     import torch
     from torchvision.transforms import v2
 
-    return v2.Compose([v2.PILToTensor(), v2.Resize(list(preprocessing.image_size), antialias=True),
+    return v2.Compose([v2.ToImage(), v2.Resize(list(preprocessing.image_size), antialias=True),
                        v2.ToDtype(torch.float32, scale=True),
-                       v2.Normalize(list(preprocessing.mean), list(preprocessing.std))])
+                       v2.Normalize(list(preprocessing.mean), list(preprocessing.std)), v2.ToPureTensor()])
 
 
 def train_transform(preprocessing: ImagePreprocessing, augment: AugmentConfig) -> Callable:
@@ -318,7 +323,7 @@ def train_transform(preprocessing: ImagePreprocessing, augment: AugmentConfig) -
 
     height, width = preprocessing.image_size
     ratio = width / height
-    steps = [v2.PILToTensor(),
+    steps = [v2.ToImage(),
              v2.RandomResizedCrop([height, width], scale=(augment.scale_min, 1.0),
                                   ratio=(ratio * (1 - augment.ratio_jitter), ratio / (1 - augment.ratio_jitter)),
                                   antialias=True)]
@@ -328,8 +333,16 @@ def train_transform(preprocessing: ImagePreprocessing, augment: AugmentConfig) -
         steps.append(v2.ColorJitter(brightness=augment.brightness, contrast=augment.contrast))
     if augment.hflip:
         steps.append(v2.RandomHorizontalFlip())
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(preprocessing.mean), list(preprocessing.std))]
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(preprocessing.mean), list(preprocessing.std)),
+              v2.ToPureTensor()]
     return v2.Compose(steps)
+
+
+def resize_to(image, size: tuple[int, int]):
+    """A PIL image as a uint8 (C, H, W) tensor of ``size`` (height, width), resized as :func:`eval_transform` does."""
+    from torchvision.transforms.v2 import functional
+
+    return functional.resize(functional.pil_to_tensor(image), list(size), antialias=True)
 
 
 class ImageDataset:
@@ -337,8 +350,9 @@ class ImageDataset:
 
     Args:
         cache_size: when given as (height, width), each image is decoded once and kept in memory at
-            this size (a little larger than the network input leaves room for cropping), so an epoch
-            does not decode full-size files again.
+            this size (for training a little larger than the network input leaves room for cropping;
+            for evaluation exactly the input size, which gives the tensors prediction from the file
+            gives), so an epoch does not decode full-size files again.
     """
 
     def __init__(self, records: Sequence[ImageRecord], transform: Callable, channels: int = 1,
@@ -353,16 +367,11 @@ class ImageDataset:
         return len(self.records)
 
     def image(self, index: int):
-        """The (possibly cached, resized) PIL image of record ``index``."""
+        """The PIL image of record ``index``, or its cached uint8 tensor at ``cache_size``."""
         if self.cache_size is None:
             return read_image(self.records[index], self.channels)
         if index not in self._cache:
-            from PIL import Image
-
-            height, width = self.cache_size
-            image = read_image(self.records[index], self.channels)
-            self._cache[index] = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0) \
-                if image.size != (width, height) else image
+            self._cache[index] = resize_to(read_image(self.records[index], self.channels), self.cache_size)
         return self._cache[index]
 
     def __getitem__(self, index: int) -> ImageSample:

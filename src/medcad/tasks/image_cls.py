@@ -37,7 +37,8 @@ class ImageDataConfig:
         split_file: reuse this splits file instead of making a split.
         image_size: network input (height, width).
         channels: 1 (greyscale) or 3 (RGB; what ImageNet weights expect).
-        cache_scale: images are decoded once and kept at this multiple of the input size (0: no cache).
+        cache_scale: training images are decoded once and kept at this multiple of the input size
+            (evaluation images at the input size; 0: no cache).
     """
 
     source: str = ""
@@ -181,7 +182,9 @@ def make_loader(records: Sequence[ImageRecord], preprocessing: ImagePreprocessin
     from medcad.data.images import ImageDataset, eval_transform, train_transform
 
     transform = train_transform(preprocessing, augment) if augment is not None else eval_transform(preprocessing)
-    cache = tuple(round(s * data.cache_scale) for s in preprocessing.image_size) if data.cache_scale else None
+    # Training crops from a slightly larger cached image; evaluation caches exactly what prediction computes.
+    scale = data.cache_scale if augment is not None else 1.0
+    cache = tuple(round(s * scale) for s in preprocessing.image_size) if data.cache_scale else None
     dataset = ImageDataset(records, transform, preprocessing.channels, cache)
     return torch.utils.data.DataLoader(dataset, batch_size=data.batch_size, shuffle=shuffle, num_workers=data.workers,
                                        drop_last=shuffle and len(records) > data.batch_size,
