@@ -122,3 +122,17 @@ def test_classify_scores_each_candidate_with_each_model():
     np.testing.assert_allclose(probs[1], 1 / (1 + np.exp(-(means + 1))), rtol=1e-6)
     assert nodule.batches == malignancy.batches == [2, 1]
     assert progress[-1] == (3, 3)
+
+
+def test_erosion_modes_shrink_along_their_axes_only():
+    from medcad.pipeline.segment import erode, erosion_axes
+
+    mask = np.zeros((5, 7, 7), dtype=bool)
+    mask[2, 1:6, 1:6] = True  # a one-slice 5 x 5 plate
+    assert not erode(mask, 1, erosion_axes("3d")).any()  # the book's cross: one slice thick -> gone
+    in_plane = erode(mask, 1, erosion_axes("2d"))
+    assert in_plane.sum() == 9 and in_plane[2, 2:5, 2:5].all()  # 5 x 5 -> 3 x 3, the slice kept
+    assert erode(mask, 1, erosion_axes("none")) is mask
+    assert np.array_equal(erode(mask, 1, erosion_axes("3d")), ndimage.binary_erosion(mask))
+    with pytest.raises(Exception, match="unknown erosion"):
+        erosion_axes("4d")

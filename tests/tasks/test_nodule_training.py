@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from medcad.data.splits import find_leaks, read_splits
@@ -39,3 +40,25 @@ def test_segmenter_loss_falls(phantom_cohort, tmp_path):
     history = train_segmentation(config, quiet=True).history
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert (tmp_path / "seg" / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("prior", [0.01, 0.2])
+def test_output_prior_and_cross_entropy_term(prior):
+    import torch
+
+    from medcad.models import create
+    from medcad.tasks.nodule_seg import book_segmentation_loss, set_output_prior
+
+    model = create("nodule_unet2d", in_channels=7, width=4, depth=2)
+    set_output_prior(model, prior)
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 7, 16, 16) * 300)
+    assert abs(float(out.mean()) - prior) < prior / 2
+    prediction = torch.full((1, 1, 4, 4), 0.25)
+    label = torch.zeros((1, 1, 4, 4))
+    label[..., 0, 0] = 1
+    plain = book_segmentation_loss(prediction, label, 1.0)
+    # -(1/16) log 0.25 - (15/16) log 0.75 = 0.35635...
+    with_bce = book_segmentation_loss(prediction, label, 1.0, bce_weight=2.0)
+    assert float(with_bce - plain) == pytest.approx(2 * (-(1 / 16) * np.log(0.25) - (15 / 16) * np.log(0.75)), rel=1e-5)

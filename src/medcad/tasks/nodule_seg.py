@@ -110,7 +110,7 @@ class SegmentationMetrics:
 
 
 def set_output_prior(model, prior: float) -> None:
-    """Starts the U-Net's output at probability ``prior`` everywhere: zero output weights, bias = logit(prior)."""
+    """Starts the U-Net's output near probability ``prior`` everywhere: output weights scaled by 0.1, bias = logit(prior)."""
     import math
 
     if not 0.0 < prior < 1.0:
