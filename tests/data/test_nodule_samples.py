@@ -64,3 +64,35 @@ def test_annotation_box_keeps_the_minimum_radius_in_air():
     (box,) = annotation_boxes(hu, np.array([[5, 5, 5]]))
     assert box.stop_irc[0] - box.start_irc[0] == 5  # the book starts at radius 2
     assert not box_mask(hu, (0, 0, 0), [box]).any()
+
+
+class _OneScanCache:
+    """Just what the segmentation datasets call: ``open(uid)`` -> a CachedScan."""
+
+    def __init__(self, scan):
+        self.scan = scan
+
+    def open(self, series_uid):
+        assert series_uid == self.scan.series_uid
+        return self.scan
+
+
+def test_segmentation_windows_centre_on_negatives_but_masks_come_from_nodules():
+    from medcad.data.cache import CachedScan
+    from medcad.data.nodule_samples import CandidateRecord, SegmentationCropDataset
+    from medcad.geometry import VolumeGeometry
+
+    hu = np.full((20, 200, 200), -900, dtype=np.int16)
+    hu[8:13, 28:33, 28:33] = 40      # a nodule near one corner (centre irc 10, 30, 30)
+    hu[:, 168:171, 168:171] = 40     # a vessel near the other (class-0 candidate at irc 10, 169, 169)
+    geometry = VolumeGeometry((20, 200, 200), np.zeros(3), np.ones(3), np.eye(3))
+    cache = _OneScanCache(CachedScan("s", hu, geometry))
+    nodule = CandidateRecord("s", (30.0, 30.0, 10.0), True, 5.0)
+    vessel = CandidateRecord("s", (169.0, 169.0, 10.0), False)
+    dataset = SegmentationCropDataset(cache, [nodule], window=64, crop=64, centres=[nodule, vessel])
+    assert len(dataset) == 2
+    at_nodule, at_vessel = dataset[0], dataset[1]
+    assert at_nodule.mask.sum() == 25 and at_nodule.image.shape == (7, 64, 64)
+    assert at_vessel.mask.sum() == 0                        # vessel voxels are not nodule voxels
+    assert (at_vessel.image[3] > 0).sum() == 9              # but the window shows the vessel
+    assert len(SegmentationCropDataset(cache, [nodule])) == 1  # the book: nodule windows only

@@ -45,6 +45,7 @@ def image_cls(
     monitor: str = typer.Option(None, "--monitor", help="Value for early stopping / best weights: val_loss, val_accuracy..."),
     ema: float = typer.Option(None, "--ema", help="Keep an exponential moving average of the weights with this decay."),
     label_smoothing: float = typer.Option(None, "--label-smoothing"),
+    mixup: float = typer.Option(None, "--mixup", help="Mixup alpha: train on Beta(alpha, alpha) mixes of image pairs (0: off)."),
     grad_clip: float = typer.Option(None, "--grad-clip", help="Clip the gradient norm to this value."),
     tta: bool = typer.Option(None, "--tta/--no-tta", help="Average with mirrored images when evaluating."),
     seed: int = typer.Option(None, "--seed", help="Seed of the split, the initialisation and every epoch."),
@@ -80,7 +81,8 @@ def image_cls(
         "fit.optimizer.weight_decay": weight_decay, "fit.scheduler.name": scheduler,
         "fit.scheduler.warmup_epochs": warmup_epochs, "fit.early_stopping.patience": patience, "fit.monitor": monitor,
         "fit.ema_decay": ema, "fit.grad_clip_norm": grad_clip, "fit.seed": seed, "fit.device": device,
-        "fit.max_minutes": max_minutes, "label_smoothing": label_smoothing, "tta": tta,
+        "fit.max_minutes": max_minutes, "label_smoothing": label_smoothing, "mixup_alpha": mixup,
+        "tta": tta,
     }
     settings = config_with_overrides(config, overrides)
     if not settings.data.source:

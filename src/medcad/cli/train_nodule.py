@@ -82,6 +82,8 @@ def segmentation(
     fn_weight: float = typer.Option(None, "--fn-weight", help="Weight of the Dice term inside the mask (the book: 8)."),
     bce_weight: float = typer.Option(None, "--bce-weight", help="Weight of an added binary cross-entropy (0: the book)."),
     prior: float = typer.Option(None, "--prior", help="Initial output probability (e.g. 0.01; 0: PyTorch's init)."),
+    negative_fraction: float = typer.Option(None, "--negative-fraction",
+                                            help="Share of training windows centred on class-0 candidates (0: the book)."),
     threads: int = _THREADS, resume: bool = _RESUME, quiet: bool = _QUIET,
 ) -> None:
     """Train the 2D segmentation U-Net (7 context slices, 64x64 crops, Dice loss weighted against misses)."""
@@ -91,7 +93,8 @@ def segmentation(
     resolved = _resolve(SegmentationConfig, config, {
         **_common(data, out, epochs, lr, batch_size, workers, splits, seed, device, monitor),
         "epoch_samples": epoch_samples, "width": width, "depth": depth, "augment": augment,
-        "false_negative_weight": fn_weight, "bce_weight": bce_weight, "prior": prior})
+        "false_negative_weight": fn_weight, "bce_weight": bce_weight, "prior": prior,
+        "negative_fraction": negative_fraction})
     _finish(train_segmentation(resolved, resume=resume, quiet=quiet), resolved.out)
 
 

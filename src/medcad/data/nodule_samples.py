@@ -209,26 +209,32 @@ class _SegmentationData:
 
 
 class SegmentationCropDataset(Dataset):
-    """Training samples: per nodule, a 96 x 96 window on its centre slice, then a random 64 x 64 sub-crop.
+    """Training samples: per window centre, a 96 x 96 window on its slice, then a random 64 x 64 sub-crop.
 
-    The sub-crop offset is drawn from (seed, epoch, index): call :meth:`set_epoch` before each epoch
-    for fresh but replayable crops.
+    The centres are the nodules (the book) and, when given, other places such as the class-0
+    candidates (vessels, airway walls, pleura): windows there show the U-Net what not to mark.
+    Masks always come from the nodules, whatever the window's centre. The sub-crop offset is drawn
+    from (seed, epoch, index): call :meth:`set_epoch` before each epoch for fresh but replayable crops.
+
+    Args:
+        nodules: the reference nodules of the scans (they make the masks).
+        centres: the window centres (default: the nodules); item ``i`` is ``centres[i]``.
     """
 
     def __init__(self, cache: ScanCache, nodules: Sequence[CandidateRecord], context_slices: int = 3,
-                 window: int = 96, crop: int = 64, seed: int = 0):
+                 window: int = 96, crop: int = 64, seed: int = 0, centres: Sequence[CandidateRecord] | None = None):
         self.data = _SegmentationData(cache, nodules, context_slices)
-        self.nodules = list(nodules)
+        self.centres = list(nodules if centres is None else centres)
         self.window, self.crop, self.seed, self.epoch = window, crop, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.nodules)
+        return len(self.centres)
 
     def __getitem__(self, index: int) -> SegmentationSample:
-        record = self.nodules[index]
+        record = self.centres[index]
         scan = self.data.cache.open(record.series_uid)
         center = np.rint(scan.geometry.xyz_to_irc(np.asarray(record.center_xyz))).astype(int)
         rng = np.random.default_rng([self.seed, self.epoch, index])

@@ -21,6 +21,7 @@ from medcad.data.splits import SeriesSplits, make_splits, read_splits, write_spl
 from medcad.errors import InputError
 from medcad.training.distributed import DistContext, init_distributed, shutdown, wrap_model, device_for
 from medcad.training.loop import StepOutput
+from medcad.training.mixup import mixed_output
 from medcad.transforms.augment import BookAugmentConfig, apply_params, draw_params
 
 SPLITS_NAME = "splits.json"
@@ -100,14 +101,7 @@ def classification_step(augment: BookAugmentConfig | None = None, mixup_alpha: f
         if model.training and augment is not None:
             params = draw_params(crops.shape[0], tuple(crops.shape[2:]), augment, None)
             crops, _ = apply_params(crops, params, padding_mode=augment.padding_mode)
-        if model.training and mixup_alpha > 0 and crops.shape[0] > 1:
-            lam = float(torch.distributions.Beta(mixup_alpha, mixup_alpha).sample())
-            partner = torch.randperm(crops.shape[0]).to(device)
-            outputs = model(lam * crops + (1 - lam) * crops[partner])
-            loss = lam * loss_fn(outputs, labels) + (1 - lam) * loss_fn(outputs, labels[partner])
-            return StepOutput(loss, outputs, labels, int(labels.shape[0]))
-        outputs = model(crops)
-        return StepOutput(loss_fn(outputs, labels), outputs, labels, int(labels.shape[0]))
+        return mixed_output(model, crops, labels, loss_fn, mixup_alpha)
 
     return step
 

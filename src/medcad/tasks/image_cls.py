@@ -74,8 +74,9 @@ def _default_fit() -> FitConfig:
 class ImageClsConfig:
     """Everything ``medcad train image-cls`` uses; loadable from YAML, saved with the run.
 
-    ``label_smoothing`` softens the cross-entropy targets; ``tta`` averages the predictions of each
-    image and its horizontal mirror at evaluation.
+    ``label_smoothing`` softens the cross-entropy targets; ``mixup_alpha`` > 0 trains on mixes of
+    image pairs (:mod:`medcad.training.mixup`); ``tta`` averages the predictions of each image and
+    its horizontal mirror at evaluation.
     """
 
     data: ImageDataConfig = field(default_factory=ImageDataConfig)
@@ -83,6 +84,7 @@ class ImageClsConfig:
     model: BackboneConfig = field(default_factory=BackboneConfig)
     fit: FitConfig = field(default_factory=_default_fit)
     label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
     tta: bool = False
 
 
@@ -157,6 +159,8 @@ def validate_config(config: ImageClsConfig) -> ImageClsConfig:
         raise MedcadError(f"image size {config.data.image_size} is too small (at least 8 x 8)")
     if abs(sum(config.data.fractions) - 1) > 1e-6:
         raise MedcadError(f"split fractions must sum to 1, got {config.data.fractions}")
+    if config.mixup_alpha < 0:
+        raise MedcadError(f"mixup alpha must be >= 0, got {config.mixup_alpha}")
     return config
 
 
@@ -224,6 +228,7 @@ def train_image_classifier(config: ImageClsConfig, run_dir: str | Path | None = 
     from medcad.training.config import config_to_dict, save_config_yaml
     from medcad.training.loop import BEST_MODEL_DIR, fit, seed_everything
     from medcad.training.metrics import ClassifierMetrics
+    from medcad.training.mixup import mixup_step
 
     validate_config(config)
     seed_everything(config.fit.seed)
@@ -248,7 +253,7 @@ def train_image_classifier(config: ImageClsConfig, run_dir: str | Path | None = 
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     description = _description(config, splits, preprocessing)
     result = fit(model, loaders["train"], loaders["val"], loss_fn, config.fit, run_dir=run_path,
-                 metrics=ClassifierMetrics(), description=description,
+                 metrics=ClassifierMetrics(), description=description, step_fn=mixup_step(config.mixup_alpha),
                  extra={"class_names": list(splits.class_names)}, config_dict=config_to_dict(config),
                  resume=resume, logger=logger)
     test = None

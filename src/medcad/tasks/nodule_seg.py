@@ -47,6 +47,10 @@ class SegmentationConfig(CadRunConfig):
             gradient on a background voxel shrinks with the square of the predicted area, so a
             U-Net that starts by marking most of the slice (as the false-negative term makes it)
             sheds false positives only over many epochs; cross-entropy charges each one directly.
+        negative_fraction: share of training windows centred on the training scans' class-0
+            candidates (vessels, airway walls, pleura) instead of on nodules (0: the book, nodules
+            only). Around nodules alone the U-Net sees few vessels and marks many of them; their
+            components then swallow nearby nodules and push the centroid off the nodule.
     """
 
     out: str = "runs/segmentation"
@@ -60,6 +64,7 @@ class SegmentationConfig(CadRunConfig):
     false_negative_weight: float = FALSE_NEGATIVE_WEIGHT
     bce_weight: float = 0.0
     prior: float = 0.0
+    negative_fraction: float = 0.0
     fit: FitConfig = field(default_factory=lambda: FitConfig(
         epochs=10, monitor="val_f2", optimizer=OptimizerConfig("adam", 1e-3),
         scheduler=SchedulerConfig("none"), early_stopping=EarlyStoppingConfig(patience=0)))
@@ -172,11 +177,19 @@ def train_segmentation(config: SegmentationConfig, resume: bool = False, quiet: 
 
     cache = open_cache(config.data, config.cache_dir)
     splits, splits_path = prepare_splits(config.data, config.splits, list(cache.sources), config.split_fractions)
-    nodules = [r for r in load_candidate_records(config.data) if r.is_nodule and r.series_uid in cache.sources]
+    records = [r for r in load_candidate_records(config.data) if r.series_uid in cache.sources]
+    nodules = [r for r in records if r.is_nodule]
     train_nodules = [r for r in nodules if r.series_uid in set(splits["train"])]
     if not train_nodules:
         raise InputError(config.data, "no nodules in the training split")
-    train = SegmentationCropDataset(cache, train_nodules, config.context_slices, config.window, config.crop)
+    if not 0.0 <= config.negative_fraction < 1.0:
+        raise InputError(config.data, f"negative_fraction must lie in [0, 1), got {config.negative_fraction}")
+    negatives = [r for r in records if not r.is_nodule and r.series_uid in set(splits["train"])] \
+        if config.negative_fraction > 0 else []
+    if config.negative_fraction > 0 and not negatives:
+        raise InputError(config.data, "negative_fraction > 0 but the training split has no class-0 candidates")
+    train = SegmentationCropDataset(cache, train_nodules, config.context_slices, config.window, config.crop,
+                                    centres=train_nodules + negatives)
     val = SegmentationSliceDataset(cache, [r for r in nodules if r.series_uid in set(splits["val"])],
                                    list(splits["val"]), config.context_slices, config.val_slices_per_scan or None)
     kwargs = {"in_channels": 2 * config.context_slices + 1, "width": config.width, "depth": config.depth}
@@ -186,7 +199,9 @@ def train_segmentation(config: SegmentationConfig, resume: bool = False, quiet: 
         set_output_prior(model, config.prior)
     description = segmentation_description(kwargs, config.context_slices,
                                            {"source": "medcad train segmentation", "data": str(config.data)})
-    sampler = BalancedSampler([0] * len(train), None, config.epoch_samples or None)
+    labels = [0] * len(train_nodules) + [1] * len(negatives)
+    fractions = (1.0 - config.negative_fraction, config.negative_fraction) if negatives else None
+    sampler = BalancedSampler(labels, fractions, config.epoch_samples or len(train_nodules))
     augment = BookAugmentConfig.segmentation() if config.augment else None
     weight, bce_weight = config.false_negative_weight, config.bce_weight
 
@@ -196,5 +211,6 @@ def train_segmentation(config: SegmentationConfig, resume: bool = False, quiet: 
     return run_fit(model, train, sampler, val, loss_fn, config.fit, out=config.out,
                    step_fn=segmentation_step(config.crop, augment), metrics=SegmentationMetrics(),
                    description=description, batch_size=config.batch_size, workers=config.workers,
-                   extra={"splits_file": str(splits_path), "train_nodules": len(train), "val_slices": len(val)},
+                   extra={"splits_file": str(splits_path), "train_nodules": len(train_nodules),
+                          "train_negative_centres": len(negatives), "val_slices": len(val)},
                    config_dict=config_to_dict(config), resume=resume, quiet=quiet)
