@@ -97,6 +97,16 @@ def test_bad_models_are_one_line_errors(scans, tmp_path, damage, message):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_core_threshold_keeps_separate_blobs_and_is_checked(models_dir, scans, tmp_path):
+    out = tmp_path / "split.json"
+    run("detect", scans / "blobs.mha", "--models", models_dir, "--threshold", "0", "--core-threshold", "0.9",
+        "--out", out)
+    assert sorted(tuple(f.center_irc) for f in read_findings(out)) == [(10.0, 20.0, 20.0), (30.0, 40.0, 44.0)]
+    result = medcad("detect", scans / "air.nii.gz", "--models", models_dir, "--core-threshold", "0.2", check=False)
+    assert result.returncode == 2 and "--core-threshold must lie in" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_missing_models_folder_says_how_to_make_one(scans, tmp_path):
     result = medcad("detect", scans / "air.nii.gz", "--models", tmp_path / "none", check=False)
     assert result.returncode == 2 and "medcad models import-dlwpt" in result.stderr

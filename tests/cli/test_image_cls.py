@@ -1,4 +1,4 @@
-"""``medcad train image-cls``, ``predict image``, ``evaluate-images`` and ``data summary`` end to end."""
+"""``medcad train image-cls``, ``predict image``, ``evaluate image-cls`` (= ``evaluate-images``) and ``data summary`` end to end."""
 
 from __future__ import annotations
 
@@ -25,13 +25,13 @@ def medcad():
     """Runs ``medcad ARGS`` in this process (no interpreter start per call); returns the click result."""
     from typer.testing import CliRunner
 
-    from medcad.cli import _register, app
+    from medcad.cli import _register, app, expand_aliases
 
     _register()
     runner = CliRunner()
 
     def invoke(*args):
-        result = runner.invoke(app, [str(a) for a in args])
+        result = runner.invoke(app, expand_aliases([str(a) for a in args]))  # as the console entry point
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             raise result.exception
         return result
@@ -80,7 +80,7 @@ def test_train_predict_evaluate_and_resume_on_toy_images(tmp_path, medcad):
     assert abs(sum(t["probability"] for t in top) - 1) < 1e-5
 
     out = tmp_path / "evaluation"
-    evaluated = medcad("evaluate-images", data, "--model", run / "model", "--out", out, "--samples", "4")
+    evaluated = medcad("evaluate", "image-cls", data, "--model", run / "model", "--out", out, "--samples", "4")
     assert evaluated.exit_code == 0, evaluated.output
     assert "accuracy" in evaluated.stdout and "TOP" in evaluated.stdout
     metrics = json.loads((out / "metrics.json").read_text())
@@ -137,6 +137,15 @@ def test_a_trained_run_reloads_and_predicts_identically(tmp_path):
     expected = predict_probabilities(trained.fit.model.eval(), tensor, tta=True)[0]
     top = predict_files(loaded, [image], top_k=2, tta=True)[0].top
     assert dict(top) == {name: float(expected[i]) for i, name in enumerate(loaded.class_names)}
+
+
+def test_evaluate_image_cls_is_the_image_evaluation_command():
+    from medcad.cli import expand_aliases
+
+    assert expand_aliases(["evaluate", "image-cls", "d", "--model", "m"]) == ["evaluate-images", "d", "--model", "m"]
+    assert expand_aliases(["--debug", "evaluate", "image-cls", "d"]) == ["--debug", "evaluate-images", "d"]
+    assert expand_aliases(["evaluate", "findings.json"]) == ["evaluate", "findings.json"]
+    assert expand_aliases([]) == []
 
 
 def test_bad_options_exit_2_with_one_line(tmp_path, monkeypatch, capsys):

@@ -136,3 +136,37 @@ def test_erosion_modes_shrink_along_their_axes_only():
     assert np.array_equal(erode(mask, 1, erosion_axes("3d")), ndimage.binary_erosion(mask))
     with pytest.raises(Exception, match="unknown erosion"):
         erosion_axes("4d")
+
+
+class CentreSlicePredictor(Predictor):
+    """A fake segmenter: probability = (clamped HU of the centre slice + 1000) / 2000."""
+
+    def __init__(self):
+        self.description = ModelDescription("fake", {"depth": 1}, {"kind": "slice_context", "context_slices": 3,
+                                                                   "hu_clamp": [-1000.0, 1000.0]})
+
+    def __call__(self, batch):
+        return (batch[:, 3:4] + 1000) / 2000
+
+
+def test_cores_split_a_joined_component_and_keep_coreless_ones_whole():
+    from medcad.pipeline.segment import segment, segment_masks
+
+    hu = np.full((5, 16, 24), -1000, dtype=np.int16)
+    hu[2, 4:7, 2:5] = 990     # a nodule, probability 0.995
+    hu[2, 5, 5:12] = 100      # a vessel at 0.55 joining it to ...
+    hu[2, 4:7, 12:15] = 990   # ... a second nodule
+    hu[2, 12:14, 18:20] = 200  # a faint blob on its own, 0.6
+    predictor = CentreSlicePredictor()
+    levels = segment(hu, predictor, threshold=0.5, core_threshold=0.99)
+    assert levels.dtype == np.uint8 and levels[2, 5, 3] == 2 and levels[2, 5, 8] == 1 and levels[0, 0, 0] == 0
+    mask, core = segment_masks(hu, predictor, 0.5, 0.99, erosion="none")
+    geometry = VolumeGeometry(hu.shape, (0, 0, 0), (1, 1, 1), np.eye(3))
+    assert len(group(mask, hu, geometry)) == 2  # the book's grouping: the joined pair and the blob
+    split = group(mask, hu, geometry, core=core)
+    assert [c.center_irc for c in split] == [(2.0, 5.0, 3.0), (2.0, 5.0, 13.0), (2.0, 12.5, 18.5)]
+    assert [c.voxel_count for c in split] == [9, 9, 4]
+    unsplit, none = segment_masks(hu, predictor, 0.5, None, erosion="none")
+    assert none is None and np.array_equal(unsplit, mask)
+    with pytest.raises(Exception, match="core threshold"):
+        segment_masks(hu, predictor, 0.5, 0.3)

@@ -39,13 +39,26 @@ def _register() -> None:
         module.register(app)
 
 
+#: Two-word spellings of single commands: ``medcad evaluate FINDINGS`` takes a path, so the image
+#: evaluation is its own command; ``medcad evaluate image-cls DIR`` is read as ``evaluate-images DIR``.
+ALIASES = {("evaluate", "image-cls"): "evaluate-images"}
+
+
+def expand_aliases(argv: list[str]) -> list[str]:
+    """``argv`` (without the program name) with a two-word alias at the command position replaced."""
+    position = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), None)
+    if position is not None and tuple(argv[position:position + 2]) in ALIASES:
+        return argv[:position] + [ALIASES[tuple(argv[position:position + 2])]] + argv[position + 2:]
+    return argv
+
+
 def main() -> None:
     """Console entry point: runs the app, turning errors into one-line messages."""
     from medcad.errors import MedcadError
 
     _register()
     try:
-        app()
+        app(args=expand_aliases(sys.argv[1:]))
     except MedcadError as error:
         if _state["debug"]:
             raise

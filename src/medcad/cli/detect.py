@@ -22,6 +22,9 @@ def detect(
                                      "(default $MEDCAD_MODELS or ./models)."),
     threshold: float = typer.Option(0.5, "--threshold", help="Nodule probability above which a candidate is a finding."),
     seg_threshold: float = typer.Option(0.5, "--seg-threshold", help="Segmentation probability for the voxel mask."),
+    core_threshold: float = typer.Option(None, "--core-threshold",
+                                         help="Split mask components at this higher probability: one candidate per "
+                                              "core (e.g. 0.99; default: no split, the book)."),
     erosion: str = typer.Option("3d", "--erosion", help="Erosion of the mask: 3d (the book), 2d (in-plane only, "
                                                         "thick slices) or none (coarse grids)."),
     out: Path = typer.Option(None, "--out", help="Findings file (.json or .csv); in batch mode a folder."),
@@ -47,11 +50,13 @@ def detect(
     from medcad.pipeline.segment import erosion_axes
 
     erosion_axes(erosion)  # a bad value fails before any model loads
+    if core_threshold is not None and not seg_threshold <= core_threshold < 1:
+        raise MedcadError(f"--core-threshold must lie in [--seg-threshold, 1), got {core_threshold}")
     detect_models = load_detect_models(models, backend=backend)
     failed = []
     for path in batch or [scan_path]:
         try:
-            detection = _detect_one(console, path, series, detect_models, seg_threshold, erosion)
+            detection = _detect_one(console, path, series, detect_models, seg_threshold, erosion, core_threshold)
         except MedcadError as error:
             if not batch:
                 raise
@@ -70,7 +75,8 @@ def detect(
         raise MedcadError(f"{len(failed)} of {len(batch)} scans could not be read: {', '.join(failed)}")
 
 
-def _detect_one(console, path: Path, series: str | None, detect_models, seg_threshold: float, erosion: str):
+def _detect_one(console, path: Path, series: str | None, detect_models, seg_threshold: float, erosion: str,
+                core_threshold: float | None = None):
     """Reads one scan and runs the CAD with a progress bar per stage."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -89,7 +95,8 @@ def _detect_one(console, path: Path, series: str | None, detect_models, seg_thre
                 tasks[stage] = progress.add_task(stage, total=max(total, 1))
             progress.update(tasks[stage], completed=done if total else 1)
 
-        detection = detect(scan, detect_models, segmentation_threshold=seg_threshold, erosion=erosion, progress=report)
+        detection = detect(scan, detect_models, segmentation_threshold=seg_threshold, erosion=erosion, progress=report,
+                           core_threshold=core_threshold)
     timing = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in detection.seconds.items())
     console.print(f"{path.name}: {len(detection.candidates)} candidates ({timing}; backend {detect_models.backend})")
     return detection

@@ -164,6 +164,8 @@ def mine_negatives(
     splits: Path = _SPLITS,
     seg_threshold: float = typer.Option(0.5, "--seg-threshold"),
     erosion: str = typer.Option("3d", "--erosion", help="3d (the book), 2d or none, as medcad detect."),
+    core_threshold: float = typer.Option(None, "--core-threshold", help="Split components at this probability, "
+                                                                        "as medcad detect."),
 ) -> None:
     """Write the segmenter's candidates on a split's scans: the input of `train nodule --hard-negatives`."""
     from medcad.tasks.cad_training import open_cache, prepare_splits
@@ -175,5 +177,6 @@ def mine_negatives(
         raise InputError(None, "give the data folder with --data")
     cache = open_cache(data)
     chosen, _ = prepare_splits(data, splits, list(cache.sources))
-    folder = mine_segmenter_candidates(cache, segmentation_model, chosen[split], out, seg_threshold, erosion)
+    folder = mine_segmenter_candidates(cache, segmentation_model, chosen[split], out, seg_threshold, erosion,
+                                       core_threshold=core_threshold)
     typer.echo(f"wrote the candidates of {len(chosen[split])} {split} scans to {folder}")

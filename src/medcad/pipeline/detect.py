@@ -12,7 +12,7 @@ from medcad.io.scan import Scan
 from medcad.pipeline.classify import classify
 from medcad.pipeline.group import group
 from medcad.pipeline.model_set import DetectModels
-from medcad.pipeline.segment import erode, erosion_axes, segment
+from medcad.pipeline.segment import segment_masks
 
 #: Stage names, in order, as reported to ``progress`` and in ``Detection.seconds``.
 STAGES = ("segment", "group", "classify")
@@ -44,7 +44,7 @@ class Detection:
 
 
 def detect(scan: Scan, models: DetectModels, segmentation_threshold: float = 0.5, erosion_iterations: int = 1,
-           erosion: str = "3d", progress: Progress | None = None) -> Detection:
+           erosion: str = "3d", progress: Progress | None = None, core_threshold: float | None = None) -> Detection:
     """Runs the CAD chain on a scan with the book's semantics (see the stage modules).
 
     Args:
@@ -54,17 +54,19 @@ def detect(scan: Scan, models: DetectModels, segmentation_threshold: float = 0.5
         erosion_iterations: erosions of the thresholded mask (1, the book).
         erosion: ``3d`` (the book's cross), ``2d`` (in-plane only) or ``none``.
         progress: called as ``progress(stage, done, total)`` while the stages run.
+        core_threshold: split components at this more certain probability (None: the book, no split;
+            see :func:`medcad.pipeline.segment.segment_masks`).
     """
     series_uid = scan.series_uid or _stem(scan.source)
     report = (lambda stage: (lambda done, total: progress(stage, done, total))) if progress else (lambda stage: None)
     clock = StageClock()
 
     with clock("segment"):
-        mask = segment(scan.hu, models.segmentation, threshold=segmentation_threshold, progress=report("segment"))
-        mask = erode(mask, erosion_iterations, erosion_axes(erosion))
+        mask, core = segment_masks(scan.hu, models.segmentation, segmentation_threshold, core_threshold,
+                                   erosion_iterations, erosion, progress=report("segment"))
     with clock("group"):
-        candidates = group(mask, scan.hu, scan.geometry, series_uid=series_uid)
-        del mask
+        candidates = group(mask, scan.hu, scan.geometry, series_uid=series_uid, core=core)
+        del mask, core
     if progress:
         progress("group", len(candidates), len(candidates))
     with clock("classify"):

@@ -47,8 +47,28 @@ def weighted_centroids(labels: np.ndarray, count: int, hu: np.ndarray,
     return centres, voxel_count
 
 
+def split_by_cores(mask: np.ndarray, core: np.ndarray, connectivity: int = 6) -> tuple[np.ndarray, int]:
+    """Labels where each component of ``mask`` that holds ``core`` voxels is replaced by the
+    components of those core voxels; components without a core keep their whole extent.
+
+    Core components come first (labels 1..k), then the coreless mask components.
+    """
+    core = np.ascontiguousarray(core & mask)
+    labels, count = label_components(core, connectivity)
+    whole, whole_count = label_components(mask, connectivity)
+    has_core = np.zeros(whole_count + 1, dtype=bool)
+    has_core[np.unique(whole[core])] = True
+    has_core[0] = True
+    keep = ~has_core[whole]
+    renumber = np.zeros(whole_count + 1, dtype=labels.dtype)
+    coreless = np.flatnonzero(~has_core)
+    renumber[coreless] = np.arange(count + 1, count + 1 + len(coreless), dtype=labels.dtype)
+    labels[keep] = renumber[whole[keep]]
+    return labels, count + len(coreless)
+
+
 def group(mask: np.ndarray, hu: np.ndarray, geometry: VolumeGeometry, series_uid: str | None = None,
-          connectivity: int = 6) -> list[Candidate]:
+          connectivity: int = 6, core: np.ndarray | None = None) -> list[Candidate]:
     """Candidates (one per connected component of ``mask``), in label order.
 
     Args:
@@ -57,11 +77,18 @@ def group(mask: np.ndarray, hu: np.ndarray, geometry: VolumeGeometry, series_uid
         geometry: the scan's geometry, for ``center_xyz`` and ``diameter_mm``.
         series_uid: copied into each candidate.
         connectivity: 6 (faces, the book), 18 or 26.
+        core: optional more certain part of the mask (e.g. probability > 0.99): components holding
+            core voxels give one candidate per core component instead (:func:`split_by_cores`).
     """
-    labels, count = label_components(mask, connectivity)
+    if core is None:
+        labels, count = label_components(mask, connectivity)
+        voxels = np.flatnonzero(mask)
+    else:
+        labels, count = split_by_cores(mask, core, connectivity)
+        voxels = np.flatnonzero(labels)
     if count == 0:
         return []
-    centres_irc, voxel_counts = weighted_centroids(labels, count, hu, np.flatnonzero(mask))
+    centres_irc, voxel_counts = weighted_centroids(labels, count, hu, voxels)
     centres_xyz = geometry.irc_to_xyz(centres_irc)
     voxel_mm3 = float(np.prod(geometry.spacing_xyz))
     return [

@@ -32,7 +32,7 @@ def context_batch(hu: np.ndarray, slice_indices: np.ndarray, context_slices: int
 
 
 def segment(hu: np.ndarray, predictor: Predictor, batch_size: int = SLICE_BATCH, threshold: float | None = None,
-            progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+            progress: Callable[[int, int], None] | None = None, core_threshold: float | None = None) -> np.ndarray:
     """Nodule probability per voxel, (z, y, x) float32, from the 2D segmentation model.
 
     Args:
@@ -42,6 +42,8 @@ def segment(hu: np.ndarray, predictor: Predictor, batch_size: int = SLICE_BATCH,
         threshold: when given, return ``prob > threshold`` (bool) instead, thresholded batch by
             batch so the float map never exists (a quarter of the memory).
         progress: called with (slices done, slices in all) after each batch.
+        core_threshold: with ``threshold``, return a uint8 level map instead: 1 where
+            ``prob > threshold``, 2 where also ``prob > core_threshold`` (see :func:`segment_masks`).
     """
     preprocessing = predictor.description.preprocessing
     context = int(preprocessing.get("context_slices", 3))
@@ -56,10 +58,14 @@ def segment(hu: np.ndarray, predictor: Predictor, batch_size: int = SLICE_BATCH,
         return np.pad(batch, padding, constant_values=clamp[0]) if padding[2][1] or padding[3][1] else batch
 
     chunks = [np.arange(start, min(start + batch_size, slice_count)) for start in range(0, slice_count, batch_size)]
-    result = np.empty(hu.shape, dtype=np.float32 if threshold is None else bool)
+    levels = core_threshold is not None and threshold is not None
+    result = np.empty(hu.shape, dtype=np.float32 if threshold is None else np.uint8 if levels else bool)
     for indices, output in zip(chunks, predictor.map(inputs(indices) for indices in chunks)):
         prob = output[:, 0, :rows, :cols]
-        result[indices] = prob if threshold is None else prob > threshold
+        if levels:
+            result[indices] = (prob > threshold).astype(np.uint8) + (prob > core_threshold)
+        else:
+            result[indices] = prob if threshold is None else prob > threshold
         if progress:
             progress(int(indices[-1]) + 1, slice_count)
     return result
@@ -69,6 +75,27 @@ def segment(hu: np.ndarray, predictor: Predictor, batch_size: int = SLICE_BATCH,
 #: slices, where a nodule spans one or two slices), or none (coarse grids, where a nodule is a
 #: couple of voxels wide and one erosion would delete it).
 EROSION_AXES = {"3d": (0, 1, 2), "2d": (1, 2), "none": ()}
+
+
+def segment_masks(hu: np.ndarray, predictor: Predictor, threshold: float = 0.5, core_threshold: float | None = None,
+                  erosion_iterations: int = 1, erosion: str = "3d",
+                  progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The stage as ``detect`` runs it: the eroded mask ``prob > threshold`` and, when
+    ``core_threshold`` is given, the equally eroded core mask ``prob > core_threshold``.
+
+    The core splits components in grouping (:func:`medcad.pipeline.group.group`): a U-Net that
+    also marks vessels joins a nodule to them at 0.5, and the joint centroid lands off the
+    nodule; the nodule's own voxels are usually far more certain than the bridge.
+    """
+    axes = erosion_axes(erosion)
+    if core_threshold is None:
+        return erode(segment(hu, predictor, threshold=threshold, progress=progress), erosion_iterations, axes), None
+    if core_threshold < threshold:
+        from medcad.errors import MedcadError
+
+        raise MedcadError(f"the core threshold ({core_threshold}) must not be below the threshold ({threshold})")
+    levels = segment(hu, predictor, threshold=threshold, core_threshold=core_threshold, progress=progress)
+    return erode(levels >= 1, erosion_iterations, axes), erode(levels >= 2, erosion_iterations, axes)
 
 
 def erosion_axes(mode: str) -> tuple[int, ...]:

@@ -98,7 +98,8 @@ def hard_negative_records(findings_path: str | Path, nodules: list[CandidateReco
 
 
 def mine_segmenter_candidates(cache, segmentation_model: str | Path, series_uids, out_dir: str | Path,
-                              threshold: float = 0.5, erosion: str = "3d", backend: str = "auto") -> Path:
+                              threshold: float = 0.5, erosion: str = "3d", backend: str = "auto",
+                              core_threshold: float | None = None) -> Path:
     """Runs the segmentation and grouping stages on scans of the cache and writes their candidates.
 
     One findings JSON per scan in ``out_dir`` (probabilities 0: not classified), the input of
@@ -108,15 +109,14 @@ def mine_segmenter_candidates(cache, segmentation_model: str | Path, series_uids
     from medcad.findings import Finding, write_findings
     from medcad.pipeline.backends import load_predictor
     from medcad.pipeline.group import group
-    from medcad.pipeline.segment import erode, erosion_axes, segment
+    from medcad.pipeline.segment import segment_masks
 
     predictor = load_predictor(segmentation_model, backend=backend)
-    axes = erosion_axes(erosion)
     out = Path(out_dir)
     for uid in series_uids:
         scan = cache.open(uid)
-        mask = erode(segment(scan.hu, predictor, threshold=threshold), 1, axes)
-        candidates = group(mask, scan.hu, scan.geometry, series_uid=uid)
+        mask, core = segment_masks(scan.hu, predictor, threshold, core_threshold, 1, erosion)
+        candidates = group(mask, scan.hu, scan.geometry, series_uid=uid, core=core)
         write_findings(out / f"{uid}.json", [Finding.from_candidate(c, 0.0) for c in candidates], series_uid=uid)
     return out
 
