@@ -103,7 +103,7 @@ def test_core_threshold_keeps_separate_blobs_and_is_checked(models_dir, scans, t
         "--out", out)
     assert sorted(tuple(f.center_irc) for f in read_findings(out)) == [(10.0, 20.0, 20.0), (30.0, 40.0, 44.0)]
     result = medcad("detect", scans / "air.nii.gz", "--models", models_dir, "--core-threshold", "0.2", check=False)
-    assert result.returncode == 2 and "--core-threshold must lie in" in result.stderr
+    assert result.returncode == 2 and "the core threshold must lie in [0.5, 1)" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 

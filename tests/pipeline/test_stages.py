@@ -168,5 +168,5 @@ def test_cores_split_a_joined_component_and_keep_coreless_ones_whole():
     assert [c.voxel_count for c in split] == [9, 9, 4]
     unsplit, none = segment_masks(hu, predictor, 0.5, None, erosion="none")
     assert none is None and np.array_equal(unsplit, mask)
-    with pytest.raises(Exception, match="core threshold"):
+    with pytest.raises(Exception, match=r"core threshold must lie in \[0.5, 1\)"):
         segment_masks(hu, predictor, 0.5, 0.3)

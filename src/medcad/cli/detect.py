@@ -47,11 +47,10 @@ def detect(
         raise InputError(out, "batch mode writes one file per scan: give a folder to --out")
     if file_format not in ("json", "csv"):
         raise InputError(None, f"--format must be json or csv, not {file_format!r}")
-    from medcad.pipeline.segment import erosion_axes
+    from medcad.pipeline.segment import check_core_threshold, erosion_axes
 
-    erosion_axes(erosion)  # a bad value fails before any model loads
-    if core_threshold is not None and not seg_threshold <= core_threshold < 1:
-        raise MedcadError(f"--core-threshold must lie in [--seg-threshold, 1), got {core_threshold}")
+    erosion_axes(erosion)  # bad values fail before any model loads
+    check_core_threshold(seg_threshold, core_threshold)
     detect_models = load_detect_models(models, backend=backend)
     failed = []
     for path in batch or [scan_path]:

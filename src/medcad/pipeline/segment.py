@@ -90,12 +90,18 @@ def segment_masks(hu: np.ndarray, predictor: Predictor, threshold: float = 0.5, 
     axes = erosion_axes(erosion)
     if core_threshold is None:
         return erode(segment(hu, predictor, threshold=threshold, progress=progress), erosion_iterations, axes), None
-    if core_threshold < threshold:
-        from medcad.errors import MedcadError
-
-        raise MedcadError(f"the core threshold ({core_threshold}) must not be below the threshold ({threshold})")
+    check_core_threshold(threshold, core_threshold)
     levels = segment(hu, predictor, threshold=threshold, core_threshold=core_threshold, progress=progress)
     return erode(levels >= 1, erosion_iterations, axes), erode(levels >= 2, erosion_iterations, axes)
+
+
+def check_core_threshold(threshold: float, core_threshold: float | None) -> None:
+    """Refuses a core threshold outside [threshold, 1) (None: no split, always fine)."""
+    if core_threshold is not None and not threshold <= core_threshold < 1:
+        from medcad.errors import MedcadError
+
+        raise MedcadError(f"the core threshold must lie in [{threshold:g}, 1) (the segmentation threshold and 1), "
+                          f"got {core_threshold:g}")
 
 
 def erosion_axes(mode: str) -> tuple[int, ...]:
