@@ -36,7 +36,7 @@ STAGES = ("read", "load", "segment", "group", "classify")
 
 
 # ---------------------------------------------------------------------------------- the two sides
-def run_medcad_stages(scan_path: str, models: str, stack: int) -> dict:
+def run_medcad_stages(scan_path: str, models: str, stack: int, lungs_only: bool = False) -> dict:
     """medcad's library calls, timed per stage (the CLI run is timed separately, end to end)."""
     from medcad.pipeline import detect, load_detect_models
     from medcad.pipeline.detect import StageClock
@@ -46,11 +46,12 @@ def run_medcad_stages(scan_path: str, models: str, stack: int) -> dict:
         scan = _read(scan_path, stack)
     with timer("load"):
         detect_models = load_detect_models(models)
-    result = detect(scan, detect_models)
+    result = detect(scan, detect_models, lungs_only=lungs_only)
     timer.wall.update(result.seconds)
     timer.cpu.update(result.cpu_seconds)
     return {"seconds": timer.wall, "cpu": timer.cpu, "candidates": len(result.candidates),
-            "findings": len(result.above(0.5)), "backend": detect_models.backend}
+            "findings": len(result.above(0.5)), "backend": detect_models.backend,
+            "top_xyz": [list(f.center_xyz) for f in result.above(0.5)]}
 
 
 def run_book_way(scan_path: str, models: str, stack: int) -> dict:
@@ -148,11 +149,14 @@ def main() -> None:
     parser.add_argument("--models", help="An imported models folder (default: import --dlwpt into a temporary one).")
     parser.add_argument("--stack", type=int, default=0, help="Repeat the slices up to this many (memory check).")
     parser.add_argument("--skip-baseline", action="store_true")
-    parser.add_argument("--worker", choices=("medcad", "book"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("medcad", "medcad-lungs", "book"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        run = run_medcad_stages if args.worker == "medcad" else run_book_way
-        print(json.dumps(run(args.scan, args.models, args.stack)))
+        if args.worker == "book":
+            result = run_book_way(args.scan, args.models, args.stack)
+        else:
+            result = run_medcad_stages(args.scan, args.models, args.stack, lungs_only=args.worker == "medcad-lungs")
+        print(json.dumps(result))
         return
     with tempfile.TemporaryDirectory() as tmp:
         models = args.models or _import_models(Path(args.dlwpt), Path(tmp) / "models")
@@ -180,14 +184,17 @@ def report(args, models: str, tmp: Path) -> None:
         cli = ["-m", "medcad", "detect", args.scan, "--models", models, "--out", str(tmp / "findings.json")]
         _, cli_wall, cli_rss = _child(cli)
         rows["cli"] = (cli_wall, cli_rss)
+        _, rows["cli-lungs"], _ = _child([*cli, "--lungs-only"])
     medcad, medcad_wall, medcad_rss = _child(me)
+    lungs, _, lungs_rss = _child([__file__, "--worker", "medcad-lungs", *common])
     book = book_wall = book_rss = None
     if not args.skip_baseline:
         book, book_wall, book_rss = _child([__file__, "--worker", "book", *common])
 
     print(f"scan {args.scan}{f' stacked to {args.stack} slices' if args.stack else ''}; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
-    header = f"{'stage':<10} {'book s':>8} {'book cpu':>9} {'medcad s':>9} {'medcad cpu':>11} {'ratio':>6}"
+    header = (f"{'stage':<10} {'book s':>8} {'book cpu':>9} {'medcad s':>9} {'medcad cpu':>11} {'ratio':>6}"
+              f" {'lungs-only s':>12} {'ratio':>6}")
     print(header)
     print("-" * len(header))
     for stage in STAGES:
@@ -199,27 +206,35 @@ def report(args, models: str, tmp: Path) -> None:
         else:
             line += f"{'':8} {'':9} "
         line += f"{m_wall:9.2f} {'' if m_cpu is None else f'{m_cpu:11.2f}':>11}"
-        if book:
-            line += f" {book['seconds'][stage] / max(m_wall, 1e-9):6.1f}"
+        line += f" {book['seconds'][stage] / max(m_wall, 1e-9):6.1f}" if book else f" {'':6}"
+        l_wall = lungs["seconds"].get(stage, 0.0)
+        line += f" {l_wall:12.2f}" + (f" {book['seconds'][stage] / max(l_wall, 1e-9):6.1f}" if book else "")
         print(line)
-    m_total = sum(medcad["seconds"].values())
+    m_total, l_total = sum(medcad["seconds"].values()), sum(lungs["seconds"].values())
     line = f"{'all stages':<10} "
     if book:
         b_total = sum(book["seconds"].values())
-        line += f"{b_total:8.2f} {'':9} {m_total:9.2f} {'':>11} {b_total / m_total:6.1f}"
+        line += (f"{b_total:8.2f} {'':9} {m_total:9.2f} {'':>11} {b_total / m_total:6.1f}"
+                 f" {l_total:12.2f} {b_total / l_total:6.1f}")
     else:
-        line += f"{'':8} {'':9} {m_total:9.2f}"
+        line += f"{'':8} {'':9} {m_total:9.2f} {'':>11} {'':6} {l_total:12.2f}"
     print(line)
     print(f"{'process':<10} {'' if book is None else f'{book_wall:8.2f}'} {'':9} {medcad_wall:9.2f} {'':>11} "
           f"{'' if book is None else f'{book_wall / medcad_wall:6.1f}'}   (child wall incl. start-up)")
     if cli_wall is not None:
-        print(f"medcad detect CLI, end to end: {cli_wall:.2f} s"
-              + (f" (book way / CLI: {book_wall / cli_wall:.1f}x)" if book else ""))
-    print(f"peak RSS GiB: medcad {medcad_rss:.2f}" + ("" if book is None else f", book way {book_rss:.2f}")
+        for name, wall in (("medcad detect", cli_wall), ("medcad detect --lungs-only", rows["cli-lungs"])):
+            print(f"{name} CLI, end to end: {wall:.2f} s"
+                  + (f" (book way / CLI: {book_wall / wall:.1f}x)" if book else ""))
+    print(f"peak RSS GiB: medcad {medcad_rss:.2f}, --lungs-only {lungs_rss:.2f}"
+          + ("" if book is None else f", book way {book_rss:.2f}")
           + ("" if cli_wall is None else f", medcad detect CLI {rows['cli'][1]:.2f}"))
     print(f"candidates: medcad {medcad['candidates']}" + ("" if book is None else f", book way {book['candidates']}")
           + f"; findings > 0.5: medcad {medcad['findings']}" + ("" if book is None else f", book way {book['findings']}")
           + f"; medcad backend {medcad['backend']}")
+    kept = sum(any(sum((a - b) ** 2 for a, b in zip(xyz, found)) <= 1.5 ** 2 for found in lungs["top_xyz"])
+               for xyz in medcad["top_xyz"])
+    print(f"--lungs-only: {lungs['candidates']} candidates, {lungs['findings']} findings > 0.5; "
+          f"{kept} of medcad's {medcad['findings']} findings kept (centre within 1.5 mm)")
 
 
 if __name__ == "__main__":

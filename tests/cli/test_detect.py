@@ -62,6 +62,16 @@ def test_detect_prints_findings_and_writes_json(models_dir, scans, tmp_path):
     assert all(f.malignancy_prob is not None for f in findings)
 
 
+def test_mirror_views_rescore_the_same_candidates(models_dir, scans, tmp_path):
+    run("detect", scans / "blobs.mha", "--models", models_dir, "--threshold", "0", "--out", tmp_path / "one.json")
+    run("detect", scans / "blobs.mha", "--models", models_dir, "--threshold", "0", "--mirror-views",
+        "--out", tmp_path / "eight.json")
+    one, eight = (sorted(read_findings(tmp_path / name), key=lambda f: f.center_irc) for name in ("one.json", "eight.json"))
+    assert [f.center_irc for f in one] == [f.center_irc for f in eight]
+    assert all(0 <= f.nodule_prob <= 1 for f in eight)
+    assert [f.nodule_prob for f in one] != [f.nodule_prob for f in eight]
+
+
 def test_no_findings_prints_an_empty_table_and_an_empty_file(models_dir, scans, tmp_path):
     out = tmp_path / "air.json"
     result = run("detect", scans / "air.nii.gz", "--models", models_dir, "--out", out)

@@ -124,6 +124,32 @@ def test_classify_scores_each_candidate_with_each_model():
     assert progress[-1] == (3, 3)
 
 
+def test_mirror_views_average_the_eight_flipped_crops():
+    from medcad.pipeline.classify import MIRROR_AXES
+
+    class CornerPredictor(MeanPredictor):
+        """Logit from one corner voxel: each mirror image shows it another corner."""
+
+        def __call__(self, batch):
+            self.batches.append(batch.shape[0])
+            corner = batch[:, 0, 0, 0, 0] / 1000
+            return np.stack([np.zeros_like(corner), corner], axis=1)
+
+    rng = np.random.default_rng(0)
+    hu = rng.integers(-1000, 1000, size=(40, 60, 60)).astype(np.int16)
+    candidates = [Candidate(None, (z, 30.0, 29.0), (0, 0, 0), 1, 1.0) for z in (16.0, 20.0)]
+    predictor = CornerPredictor(0.0)
+    plain = classify(hu, candidates, [predictor])[0]
+    mirrored = classify(hu, candidates, [predictor], mirror_views=True)[0]
+    crops = extract_crops(hu, [c.center_irc for c in candidates], (32, 48, 48), (-1000, 1000))[:, 0]
+    corners = np.stack([crops[:, z, y, x] for z in (0, -1) for y in (0, -1) for x in (0, -1)], axis=1) / 1000
+    assert len(MIRROR_AXES) == 8 and len(set(MIRROR_AXES)) == 8
+    np.testing.assert_allclose(plain, 1 / (1 + np.exp(-corners[:, 0])), rtol=1e-6)
+    np.testing.assert_allclose(mirrored, (1 / (1 + np.exp(-corners))).mean(axis=1), rtol=1e-6)
+    assert not np.allclose(plain, mirrored)
+    assert predictor.batches == [2] + [2] * 8
+
+
 def test_erosion_modes_shrink_along_their_axes_only():
     from medcad.pipeline.segment import erode, erosion_axes
 
@@ -170,3 +196,68 @@ def test_cores_split_a_joined_component_and_keep_coreless_ones_whole():
     assert none is None and np.array_equal(unsplit, mask)
     with pytest.raises(Exception, match=r"core threshold must lie in \[0.5, 1\)"):
         segment_masks(hu, predictor, 0.5, 0.3)
+
+
+class ContextMeanSegmenter(Predictor):
+    """Probability = sigmoid(mean of the 7 context channels / 100), pixel by pixel; records the input shapes."""
+
+    def __init__(self):
+        from tests.pipeline.helpers import SEGMENTER_PREPROCESSING
+
+        self.description = ModelDescription("fake", {"depth": 3}, SEGMENTER_PREPROCESSING)
+        self.shapes = []
+
+    def __call__(self, batch):
+        self.shapes.append(batch.shape)
+        return 1 / (1 + np.exp(-batch.mean(axis=1, keepdims=True) / 100))
+
+
+def test_segment_in_a_region_matches_the_whole_scan_there_and_leaves_the_rest_empty():
+    from medcad.pipeline.segment import segment
+    from medcad.transforms.spatial import BoxIrc
+
+    rng = np.random.default_rng(1)
+    hu = rng.integers(-1000, 1000, size=(12, 30, 26)).astype(np.int16)
+    box = BoxIrc((2, 5, 3), (9, 23, 20))
+    whole = segment(hu, ContextMeanSegmenter())
+    predictor = ContextMeanSegmenter()
+    progress = []
+    inside = segment(hu, predictor, region=box, progress=lambda done, total: progress.append((done, total)))
+    np.testing.assert_array_equal(inside[box.slices], whole[box.slices])  # context slices from the whole scan
+    outside = np.ones(hu.shape, dtype=bool)
+    outside[box.slices] = False
+    assert not inside[outside].any()
+    assert len(predictor.shapes) == 7 and predictor.shapes[0][2:] == (20, 20)  # 18 x 17 padded to multiples of 4
+    assert progress[-1] == (7, 7)
+    levels = segment(hu, ContextMeanSegmenter(), threshold=0.5, core_threshold=0.9, region=box)
+    expected = (whole[box.slices] > 0.5).astype(np.uint8) + (whole[box.slices] > 0.9)
+    np.testing.assert_array_equal(levels[box.slices], expected)
+    assert not levels[outside].any()
+
+
+def test_a_region_off_the_pooling_grid_gives_the_unets_own_answer_inside():
+    """A real (random) depth-2 U-Net: inside the region, away from its cut edges, bit for bit the whole-slice output."""
+    import torch
+
+    from medcad.models import create
+    from medcad.pipeline.segment import segment
+    from medcad.transforms.spatial import BoxIrc
+    from tests.pipeline.helpers import SEGMENTER_PREPROCESSING
+
+    torch.manual_seed(0)
+    model = create("nodule_unet2d", depth=2, width=4).eval()
+
+    class UNetPredictor(Predictor):
+        description = ModelDescription("nodule_unet2d", {"depth": 2, "width": 4}, SEGMENTER_PREPROCESSING)
+
+        def __call__(self, batch):
+            with torch.no_grad():
+                return model(torch.from_numpy(batch)).numpy()
+
+    rng = np.random.default_rng(2)
+    hu = rng.integers(-1000, 1000, size=(6, 48, 48)).astype(np.int16)
+    box = BoxIrc((1, 7, 9), (5, 48, 41))  # odd starts: off the 2-pixel pooling grid
+    whole = segment(hu, UNetPredictor())
+    part = segment(hu, UNetPredictor(), region=box)
+    inner = (slice(1, 5), slice(7 + 12, 48), slice(9 + 12, 41 - 12))  # 12 pixels from the cut edges
+    np.testing.assert_allclose(part[inner], whole[inner], rtol=0, atol=1e-6)

@@ -12,7 +12,9 @@ from medcad.io.scan import Scan
 from medcad.pipeline.classify import classify
 from medcad.pipeline.group import group
 from medcad.pipeline.model_set import DetectModels
+from medcad.pipeline.region import lung_region
 from medcad.pipeline.segment import segment_masks
+from medcad.transforms.spatial import BoxIrc
 
 #: Stage names, in order, as reported to ``progress`` and in ``Detection.seconds``.
 STAGES = ("segment", "group", "classify")
@@ -30,6 +32,7 @@ class Detection:
         findings: every candidate scored, highest nodule probability first.
         seconds: wall time per stage (``segment``, ``group``, ``classify``).
         cpu_seconds: CPU time of this process per stage (all threads).
+        region: the box the U-Net ran on (``lungs_only``), None for the whole scan.
     """
 
     series_uid: str
@@ -37,6 +40,7 @@ class Detection:
     findings: list[Finding]
     seconds: dict[str, float] = field(default_factory=dict)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
+    region: BoxIrc | None = None
 
     def above(self, threshold: float) -> list[Finding]:
         """Findings with nodule probability above ``threshold``."""
@@ -44,7 +48,8 @@ class Detection:
 
 
 def detect(scan: Scan, models: DetectModels, segmentation_threshold: float = 0.5, erosion_iterations: int = 1,
-           erosion: str = "3d", progress: Progress | None = None, core_threshold: float | None = None) -> Detection:
+           erosion: str = "3d", progress: Progress | None = None, core_threshold: float | None = None,
+           mirror_views: bool = False, lungs_only: bool = False) -> Detection:
     """Runs the CAD chain on a scan with the book's semantics (see the stage modules).
 
     Args:
@@ -56,14 +61,20 @@ def detect(scan: Scan, models: DetectModels, segmentation_threshold: float = 0.5
         progress: called as ``progress(stage, done, total)`` while the stages run.
         core_threshold: split components at this more certain probability (None: the book, no split;
             see :func:`medcad.pipeline.segment.segment_masks`).
+        mirror_views: average the classifiers over the eight mirror images of each crop (off in
+            the book; see :func:`medcad.pipeline.classify.classify`).
+        lungs_only: run the U-Net only inside the lungs' bounding box (see
+            :mod:`medcad.pipeline.region`; the whole scan when no lungs are found). Faster, and
+            nothing outside the box is proposed; off in the book.
     """
     series_uid = scan.series_uid or _stem(scan.source)
     report = (lambda stage: (lambda done, total: progress(stage, done, total))) if progress else (lambda stage: None)
     clock = StageClock()
 
     with clock("segment"):
+        region = lung_region(scan) if lungs_only else None
         mask, core = segment_masks(scan.hu, models.segmentation, segmentation_threshold, core_threshold,
-                                   erosion_iterations, erosion, progress=report("segment"))
+                                   erosion_iterations, erosion, progress=report("segment"), region=region)
     with clock("group"):
         candidates = group(mask, scan.hu, scan.geometry, series_uid=series_uid, core=core)
         del mask, core
@@ -71,14 +82,15 @@ def detect(scan: Scan, models: DetectModels, segmentation_threshold: float = 0.5
         progress("group", len(candidates), len(candidates))
     with clock("classify"):
         predictors = [models.nodule] + ([models.malignancy] if models.malignancy else [])
-        scores = classify(scan.hu, candidates, predictors, progress=report("classify")) if candidates else []
+        scores = classify(scan.hu, candidates, predictors, progress=report("classify"),
+                          mirror_views=mirror_views) if candidates else []
 
     findings = [
         Finding.from_candidate(candidate, scores[0][i], scores[1][i] if len(scores) > 1 else None, series_uid)
         for i, candidate in enumerate(candidates)
     ]
     findings.sort(key=lambda f: -f.nodule_prob)
-    return Detection(series_uid, candidates, findings, clock.wall, clock.cpu)
+    return Detection(series_uid, candidates, findings, clock.wall, clock.cpu, region)
 
 
 class StageClock:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from medcad.pipeline.backends import Predictor
+from medcad.transforms.spatial import BoxIrc
 
 #: Slices per inference call. One 512 x 512 slice is enough work to amortise a call (batches of 1
 #: and 2 cost the same CPU time), and ONNX Runtime's buffers grow with the batch (about 0.15 GiB
@@ -32,7 +33,8 @@ def context_batch(hu: np.ndarray, slice_indices: np.ndarray, context_slices: int
 
 
 def segment(hu: np.ndarray, predictor: Predictor, batch_size: int = SLICE_BATCH, threshold: float | None = None,
-            progress: Callable[[int, int], None] | None = None, core_threshold: float | None = None) -> np.ndarray:
+            progress: Callable[[int, int], None] | None = None, core_threshold: float | None = None,
+            region: BoxIrc | None = None) -> np.ndarray:
     """Nodule probability per voxel, (z, y, x) float32, from the 2D segmentation model.
 
     Args:
@@ -44,30 +46,41 @@ def segment(hu: np.ndarray, predictor: Predictor, batch_size: int = SLICE_BATCH,
         progress: called with (slices done, slices in all) after each batch.
         core_threshold: with ``threshold``, return a uint8 level map instead: 1 where
             ``prob > threshold``, 2 where also ``prob > core_threshold`` (see :func:`segment_masks`).
+        region: run the model only on this box's slices and in-plane window (context slices
+            still come from the whole scan; the window's start moved back onto the pooling grid);
+            outside it the result is 0 / False.
     """
     preprocessing = predictor.description.preprocessing
     context = int(preprocessing.get("context_slices", 3))
     clamp = tuple(preprocessing.get("hu_clamp", (-1000.0, 1000.0)))
-    slice_count, rows, cols = hu.shape
-    # The U-Net halves the size depth - 1 times: pad rows / columns up to a multiple with air.
+    levels = core_threshold is not None and threshold is not None
+    result = np.zeros(hu.shape, dtype=np.float32 if threshold is None else np.uint8 if levels else bool)
+    # The U-Net halves the size depth - 1 times.
     multiple = 2 ** (int(predictor.description.kwargs.get("depth", 3)) - 1)
-    padding = ((0, 0), (0, 0), (0, -rows % multiple), (0, -cols % multiple))
+    first, stop = (0, hu.shape[0]) if region is None else (region.start_irc[0], region.stop_irc[0])
+    # A region starts on the pooling grid of the whole slice: shifted by a pixel, the max-poolings
+    # see other windows and the U-Net answers differently everywhere.
+    start_rc = (0, 0) if region is None else region.start_irc[1:]
+    stop_rc = hu.shape[1:] if region is None else region.stop_irc[1:]
+    skip_r, skip_c = (start % multiple for start in start_rc)
+    hu = hu[:, start_rc[0] - skip_r:stop_rc[0], start_rc[1] - skip_c:stop_rc[1]]  # views: no copy
+    out = result[:, start_rc[0]:stop_rc[0], start_rc[1]:stop_rc[1]]
+    _, rows, cols = out.shape  # pad the window's rows / columns up to a multiple with air:
+    padding = ((0, 0), (0, 0), (0, -hu.shape[1] % multiple), (0, -hu.shape[2] % multiple))
 
     def inputs(indices: np.ndarray) -> np.ndarray:
         batch = context_batch(hu, indices, context, clamp)
         return np.pad(batch, padding, constant_values=clamp[0]) if padding[2][1] or padding[3][1] else batch
 
-    chunks = [np.arange(start, min(start + batch_size, slice_count)) for start in range(0, slice_count, batch_size)]
-    levels = core_threshold is not None and threshold is not None
-    result = np.empty(hu.shape, dtype=np.float32 if threshold is None else np.uint8 if levels else bool)
+    chunks = [np.arange(start, min(start + batch_size, stop)) for start in range(first, stop, batch_size)]
     for indices, output in zip(chunks, predictor.map(inputs(indices) for indices in chunks)):
-        prob = output[:, 0, :rows, :cols]
+        prob = output[:, 0, skip_r:skip_r + rows, skip_c:skip_c + cols]
         if levels:
-            result[indices] = (prob > threshold).astype(np.uint8) + (prob > core_threshold)
+            out[indices] = (prob > threshold).astype(np.uint8) + (prob > core_threshold)
         else:
-            result[indices] = prob if threshold is None else prob > threshold
+            out[indices] = prob if threshold is None else prob > threshold
         if progress:
-            progress(int(indices[-1]) + 1, slice_count)
+            progress(int(indices[-1]) + 1 - first, stop - first)
     return result
 
 
@@ -79,19 +92,23 @@ EROSION_AXES = {"3d": (0, 1, 2), "2d": (1, 2), "none": ()}
 
 def segment_masks(hu: np.ndarray, predictor: Predictor, threshold: float = 0.5, core_threshold: float | None = None,
                   erosion_iterations: int = 1, erosion: str = "3d",
-                  progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                  progress: Callable[[int, int], None] | None = None,
+                  region: BoxIrc | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """The stage as ``detect`` runs it: the eroded mask ``prob > threshold`` and, when
     ``core_threshold`` is given, the equally eroded core mask ``prob > core_threshold``.
 
     The core splits components in grouping (:func:`medcad.pipeline.group.group`): a U-Net that
     also marks vessels joins a nodule to them at 0.5, and the joint centroid lands off the
-    nodule; the nodule's own voxels are usually far more certain than the bridge.
+    nodule; the nodule's own voxels are usually far more certain than the bridge. ``region``
+    limits the model to a box (see :func:`segment`).
     """
     axes = erosion_axes(erosion)
     if core_threshold is None:
-        return erode(segment(hu, predictor, threshold=threshold, progress=progress), erosion_iterations, axes), None
+        return erode(segment(hu, predictor, threshold=threshold, progress=progress, region=region),
+                     erosion_iterations, axes), None
     check_core_threshold(threshold, core_threshold)
-    levels = segment(hu, predictor, threshold=threshold, core_threshold=core_threshold, progress=progress)
+    levels = segment(hu, predictor, threshold=threshold, core_threshold=core_threshold, progress=progress,
+                     region=region)
     return erode(levels >= 1, erosion_iterations, axes), erode(levels >= 2, erosion_iterations, axes)
 
 

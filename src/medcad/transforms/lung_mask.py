@@ -29,7 +29,7 @@ from medcad.errors import MedcadError
 from medcad.io.scan import Scan
 from medcad.transforms.spatial import bounding_box
 
-__all__ = ["LungMaskConfig", "LungMask", "segment_lungs", "body_mask", "fill_holes_slicewise"]
+__all__ = ["LungMaskConfig", "LungMask", "segment_lungs", "body_mask", "fill_holes_slicewise", "air_inside_body"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,20 @@ def body_mask(hu: np.ndarray, threshold_hu: float = -320.0) -> np.ndarray:
     if not tissue.any():
         raise MedcadError(f"no voxel above {threshold_hu} HU: not a CT of a body")
     return fill_holes_slicewise(cc3d.largest_k(tissue, k=1, connectivity=6) > 0)
+
+
+def air_inside_body(scan: Scan, config: LungMaskConfig = LungMaskConfig()) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 1-2: the body and the air inside it in parts of at least ``min_lung_ml`` (lungs, airways).
+
+    Returns (air, body), bool (z, y, x). Raises ``MedcadError`` when there is no such air.
+    """
+    hu = scan.hu
+    voxel_ml = float(np.prod(scan.spacing_xyz)) / 1000.0
+    body = body_mask(hu, config.body_threshold_hu)
+    air = _large_components((hu < config.threshold_hu) & body, max(1, int(config.min_lung_ml / voxel_ml)))
+    if not air.any():
+        raise MedcadError(f"{scan.source or 'scan'}: no air-filled region of {config.min_lung_ml} ml inside the body")
+    return air, body
 
 
 def _large_components(mask: np.ndarray, min_voxels: int) -> np.ndarray:
@@ -205,13 +219,9 @@ def segment_lungs(scan: Scan, config: LungMaskConfig = LungMaskConfig()) -> Lung
     """Segments the two lungs of a chest CT (see the module docstring for the steps)."""
     import cc3d
 
-    hu = scan.hu
     spacing_zyx = np.asarray(scan.spacing_xyz[::-1], dtype=np.float64)
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
-    body = body_mask(hu, config.body_threshold_hu)
-    air = _large_components((hu < config.threshold_hu) & body, max(1, int(config.min_lung_ml / voxel_ml)))
-    if not air.any():
-        raise MedcadError(f"{scan.source or 'scan'}: no air-filled region of {config.min_lung_ml} ml inside the body")
+    air, body = air_inside_body(scan, config)
     radius_irc = np.round(config.closing_mm / spacing_zyx).astype(int)
     box = bounding_box(air, tuple(radius_irc + 1))
     # different seed labels are different components even where the two lungs touch
@@ -226,7 +236,7 @@ def segment_lungs(scan: Scan, config: LungMaskConfig = LungMaskConfig()) -> Lung
         if radius_irc.any():
             lung = _close(lung, radius_irc) & body[box.slices]
         labels_box[lung & (labels_box == 0)] = rank + 1
-    labels = np.zeros(hu.shape, dtype=np.uint8)
+    labels = np.zeros(air.shape, dtype=np.uint8)
     labels[box.slices] = labels_box
     counts = np.bincount(labels_box.ravel(), minlength=3)[1:]
     volumes = tuple(float(n) * voxel_ml for n in counts if n > 0)
