@@ -72,6 +72,13 @@ def test_mirror_views_rescore_the_same_candidates(models_dir, scans, tmp_path):
     assert [f.nodule_prob for f in one] != [f.nodule_prob for f in eight]
 
 
+def test_lungs_only_without_lungs_runs_on_the_whole_scan_and_says_so(models_dir, scans, tmp_path):
+    result = run("detect", scans / "blobs.mha", "--models", models_dir, "--threshold", "0", "--lungs-only",
+                 "--out", tmp_path / "found.json")
+    assert "U-Net ran on the whole scan (no lungs found)" in result.stdout
+    assert len(read_findings(tmp_path / "found.json")) == 2
+
+
 def test_no_findings_prints_an_empty_table_and_an_empty_file(models_dir, scans, tmp_path):
     out = tmp_path / "air.json"
     result = run("detect", scans / "air.nii.gz", "--models", models_dir, "--out", out)

@@ -57,6 +57,22 @@ def test_candidates_and_reproduced_reference_findings(detection, lidc_scan):
 
 
 @pytest.mark.slow
+def test_lungs_only_keeps_every_finding_and_drops_candidates_outside_the_box(detection, lidc_scan, book_models):
+    lungs = detect(lidc_scan, load_detect_models(book_models, backend="onnx", device="cpu"), lungs_only=True)
+    box = lungs.region
+    assert box is not None and np.prod(box.shape_irc) < 0.6 * np.prod(lidc_scan.hu.shape)
+    assert len(detection.candidates) * 0.8 < len(lungs.candidates) < len(detection.candidates)
+    assert all(np.all((np.asarray(box.start_irc) <= c.center_irc) & (c.center_irc < np.asarray(box.stop_irc)))
+               for c in lungs.candidates)
+    found = lungs.above(0.5)
+    assert len(found) == len(detection.above(0.5))
+    for finding in detection.above(0.5):  # inside the lungs the U-Net's mask is the whole-slice one
+        match = min(found, key=lambda f: np.linalg.norm(np.subtract(f.center_xyz, finding.center_xyz)))
+        assert np.linalg.norm(np.subtract(match.center_xyz, finding.center_xyz)) < 1e-6
+        assert abs(match.nodule_prob - finding.nodule_prob) < 1e-6
+
+
+@pytest.mark.slow
 def test_onnx_and_torch_agree_on_the_real_scan(detection, lidc_scan, book_models):
     """Classifier probabilities within 1e-4; the U-Net's within float32's own error near 0.5."""
     scored = detection.findings[:48]
