@@ -40,6 +40,7 @@ def run_medcad_stages(scan_path: str, models: str, stack: int, lungs_only: bool 
     """medcad's library calls, timed per stage (the CLI run is timed separately, end to end)."""
     from medcad.pipeline import detect, load_detect_models
     from medcad.pipeline.detect import StageClock
+    from medcad.pipeline.region import LUNG_MARGIN_MM
 
     timer = StageClock()
     with timer("read"):
@@ -51,7 +52,8 @@ def run_medcad_stages(scan_path: str, models: str, stack: int, lungs_only: bool 
     timer.cpu.update(result.cpu_seconds)
     return {"seconds": timer.wall, "cpu": timer.cpu, "candidates": len(result.candidates),
             "findings": len(result.above(0.5)), "backend": detect_models.backend,
-            "top_xyz": [list(f.center_xyz) for f in result.above(0.5)]}
+            "top_xyz": [list(f.center_xyz) for f in result.above(0.5)],
+            "share": result.region.share() if result.region else 1.0, "margin_mm": LUNG_MARGIN_MM}
 
 
 def run_book_way(scan_path: str, models: str, stack: int) -> dict:
@@ -231,10 +233,11 @@ def report(args, models: str, tmp: Path) -> None:
     print(f"candidates: medcad {medcad['candidates']}" + ("" if book is None else f", book way {book['candidates']}")
           + f"; findings > 0.5: medcad {medcad['findings']}" + ("" if book is None else f", book way {book['findings']}")
           + f"; medcad backend {medcad['backend']}")
-    kept = sum(any(sum((a - b) ** 2 for a, b in zip(xyz, found)) <= 1.5 ** 2 for found in lungs["top_xyz"])
+    kept = sum(any(sum((a - b) ** 2 for a, b in zip(xyz, found)) <= 0.01 ** 2 for found in lungs["top_xyz"])
                for xyz in medcad["top_xyz"])
     print(f"--lungs-only: {lungs['candidates']} candidates, {lungs['findings']} findings > 0.5; "
-          f"{kept} of medcad's {medcad['findings']} findings kept (centre within 1.5 mm)")
+          f"{kept} of medcad's {medcad['findings']} findings kept (same centre), the others lie farther than "
+          f"{lungs['margin_mm']:g} mm from the lungs; U-Net on {lungs['share']:.0%} of the voxels")
 
 
 if __name__ == "__main__":

@@ -213,7 +213,7 @@ class ContextMeanSegmenter(Predictor):
 
 
 def test_segment_in_a_region_matches_the_whole_scan_there_and_leaves_the_rest_empty():
-    from medcad.pipeline.segment import segment
+    from medcad.pipeline.segment import SliceWindows, segment
     from medcad.transforms.spatial import BoxIrc
 
     rng = np.random.default_rng(1)
@@ -222,17 +222,40 @@ def test_segment_in_a_region_matches_the_whole_scan_there_and_leaves_the_rest_em
     whole = segment(hu, ContextMeanSegmenter())
     predictor = ContextMeanSegmenter()
     progress = []
-    inside = segment(hu, predictor, region=box, progress=lambda done, total: progress.append((done, total)))
+    inside = segment(hu, predictor, region=SliceWindows.box(box, 12),
+                     progress=lambda done, total: progress.append((done, total)))
     np.testing.assert_array_equal(inside[box.slices], whole[box.slices])  # context slices from the whole scan
     outside = np.ones(hu.shape, dtype=bool)
     outside[box.slices] = False
     assert not inside[outside].any()
     assert len(predictor.shapes) == 7 and predictor.shapes[0][2:] == (20, 20)  # 18 x 17 padded to multiples of 4
     assert progress[-1] == (7, 7)
-    levels = segment(hu, ContextMeanSegmenter(), threshold=0.5, core_threshold=0.9, region=box)
+    levels = segment(hu, ContextMeanSegmenter(), threshold=0.5, core_threshold=0.9, region=SliceWindows.box(box, 12))
     expected = (whole[box.slices] > 0.5).astype(np.uint8) + (whole[box.slices] > 0.9)
     np.testing.assert_array_equal(levels[box.slices], expected)
     assert not levels[outside].any()
+
+
+def test_windows_differ_by_slice_and_slices_without_one_are_skipped():
+    from medcad.pipeline.segment import SliceWindows, segment
+
+    rng = np.random.default_rng(3)
+    hu = rng.integers(-1000, 1000, size=(6, 20, 20)).astype(np.int16)
+    rows = np.array([[0, 0], [2, 10], [2, 10], [4, 18], [0, 20], [0, 0]])
+    cols = np.array([[0, 0], [1, 9], [1, 9], [3, 11], [0, 20], [5, 5]])
+    windows = SliceWindows(rows, cols)
+    assert windows.runs.tolist() == [False, True, True, True, True, False]
+    assert [chunk[0].tolist() for chunk in windows.chunks(4)] == [[1, 2], [3], [4]]  # same window: one batch
+    assert windows.pixels() == 2 * 8 * 8 + 14 * 8 + 400
+    whole = segment(hu, ContextMeanSegmenter())
+    predictor = ContextMeanSegmenter()
+    part = segment(hu, predictor, batch_size=4, region=windows)
+    expected = np.zeros_like(whole)
+    for index in range(6):
+        window = (index, slice(*rows[index]), slice(*cols[index]))
+        expected[window] = whole[window]
+    np.testing.assert_array_equal(part, expected)
+    assert [shape[0] for shape in predictor.shapes] == [2, 1, 1]
 
 
 def test_a_region_off_the_pooling_grid_gives_the_unets_own_answer_inside():
@@ -240,7 +263,7 @@ def test_a_region_off_the_pooling_grid_gives_the_unets_own_answer_inside():
     import torch
 
     from medcad.models import create
-    from medcad.pipeline.segment import segment
+    from medcad.pipeline.segment import SliceWindows, segment
     from medcad.transforms.spatial import BoxIrc
     from tests.pipeline.helpers import SEGMENTER_PREPROCESSING
 
@@ -258,6 +281,6 @@ def test_a_region_off_the_pooling_grid_gives_the_unets_own_answer_inside():
     hu = rng.integers(-1000, 1000, size=(6, 48, 48)).astype(np.int16)
     box = BoxIrc((1, 7, 9), (5, 48, 41))  # odd starts: off the 2-pixel pooling grid
     whole = segment(hu, UNetPredictor())
-    part = segment(hu, UNetPredictor(), region=box)
+    part = segment(hu, UNetPredictor(), region=SliceWindows.box(box, 6))
     inner = (slice(1, 5), slice(7 + 12, 48), slice(9 + 12, 41 - 12))  # 12 pixels from the cut edges
     np.testing.assert_allclose(part[inner], whole[inner], rtol=0, atol=1e-6)

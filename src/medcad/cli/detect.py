@@ -31,9 +31,9 @@ def detect(
                                       help="Average the classifiers over the 8 mirror images of each crop "
                                            "(test-time augmentation; 8x the classify time; default off, the book)."),
     lungs_only: bool = typer.Option(False, "--lungs-only",
-                                    help="Run the U-Net only inside the lungs' bounding box (found by thresholds; "
-                                         "about 2x faster on a CPU; nothing outside it is proposed; default off, "
-                                         "the book)."),
+                                    help="Run the U-Net only in the lungs (found by thresholds) and classify only "
+                                         "candidates near them: about 2x faster on a CPU, nothing outside the lungs "
+                                         "is proposed (default off, the book)."),
     out: Path = typer.Option(None, "--out", help="Findings file (.json or .csv); in batch mode a folder."),
     file_format: str = typer.Option("json", "--format", help="Batch mode: json or csv, one file per scan."),
     all_candidates: bool = typer.Option(False, "--all-candidates", help="Write every candidate, not only findings."),
@@ -85,8 +85,6 @@ def detect(
 def _detect_one(console, path: Path, series: str | None, detect_models, seg_threshold: float, erosion: str,
                 core_threshold: float | None = None, mirror_views: bool = False, lungs_only: bool = False):
     """Reads one scan and runs the CAD with a progress bar per stage."""
-    import math
-
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from medcad.io import read_scan
@@ -109,12 +107,9 @@ def _detect_one(console, path: Path, series: str | None, detect_models, seg_thre
     timing = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in detection.seconds.items())
     console.print(f"{path.name}: {len(detection.candidates)} candidates ({timing}; backend {detect_models.backend})")
     if lungs_only:
-        box = detection.region
-        share = box and math.prod(box.shape_irc) / math.prod(scan.hu.shape)
-        where = (f"the lungs' box: slices {box.start_irc[0]}-{box.stop_irc[0] - 1}, rows {box.start_irc[1]}-"
-                 f"{box.stop_irc[1] - 1}, columns {box.start_irc[2]}-{box.stop_irc[2] - 1} ({share:.0%} of the scan)"
-                 if box is not None else "the whole scan (no lungs found)")
-        console.print(f"  U-Net ran on {where}")
+        region = detection.region
+        console.print(f"  U-Net ran on {region.share():.0%} of the scan (the lungs' windows)" if region
+                      else "  U-Net ran on the whole scan (no lungs found)")
     return detection
 
 

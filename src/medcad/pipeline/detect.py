@@ -12,9 +12,8 @@ from medcad.io.scan import Scan
 from medcad.pipeline.classify import classify
 from medcad.pipeline.group import group
 from medcad.pipeline.model_set import DetectModels
-from medcad.pipeline.region import lung_region
+from medcad.pipeline.region import LungRegion, lung_region
 from medcad.pipeline.segment import segment_masks
-from medcad.transforms.spatial import BoxIrc
 
 #: Stage names, in order, as reported to ``progress`` and in ``Detection.seconds``.
 STAGES = ("segment", "group", "classify")
@@ -32,7 +31,8 @@ class Detection:
         findings: every candidate scored, highest nodule probability first.
         seconds: wall time per stage (``segment``, ``group``, ``classify``).
         cpu_seconds: CPU time of this process per stage (all threads).
-        region: the box the U-Net ran on (``lungs_only``), None for the whole scan.
+        region: the lungs' windows the U-Net ran on and the candidate test (``lungs_only``), None
+            for the whole scan.
     """
 
     series_uid: str
@@ -40,7 +40,7 @@ class Detection:
     findings: list[Finding]
     seconds: dict[str, float] = field(default_factory=dict)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
-    region: BoxIrc | None = None
+    region: LungRegion | None = None
 
     def above(self, threshold: float) -> list[Finding]:
         """Findings with nodule probability above ``threshold``."""
@@ -63,9 +63,9 @@ def detect(scan: Scan, models: DetectModels, segmentation_threshold: float = 0.5
             see :func:`medcad.pipeline.segment.segment_masks`).
         mirror_views: average the classifiers over the eight mirror images of each crop (off in
             the book; see :func:`medcad.pipeline.classify.classify`).
-        lungs_only: run the U-Net only inside the lungs' bounding box (see
-            :mod:`medcad.pipeline.region`; the whole scan when no lungs are found). Faster, and
-            nothing outside the box is proposed; off in the book.
+        lungs_only: run the U-Net only in the lungs' windows and classify only candidates near
+            the lungs (see :mod:`medcad.pipeline.region`; the whole scan when no lungs are
+            found). Faster, and nothing outside the lungs is proposed; off in the book.
     """
     series_uid = scan.series_uid or _stem(scan.source)
     report = (lambda stage: (lambda done, total: progress(stage, done, total))) if progress else (lambda stage: None)
@@ -74,10 +74,13 @@ def detect(scan: Scan, models: DetectModels, segmentation_threshold: float = 0.5
     with clock("segment"):
         region = lung_region(scan) if lungs_only else None
         mask, core = segment_masks(scan.hu, models.segmentation, segmentation_threshold, core_threshold,
-                                   erosion_iterations, erosion, progress=report("segment"), region=region)
+                                   erosion_iterations, erosion, progress=report("segment"),
+                                   region=region.windows if region else None)
     with clock("group"):
         candidates = group(mask, scan.hu, scan.geometry, series_uid=series_uid, core=core)
         del mask, core
+        if region:
+            candidates = [c for c in candidates if region.holds(c.center_irc)]
     if progress:
         progress("group", len(candidates), len(candidates))
     with clock("classify"):

@@ -11,6 +11,7 @@ with its default border value 0).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,9 +33,55 @@ def context_batch(hu: np.ndarray, slice_indices: np.ndarray, context_slices: int
     return np.clip(batch, hu_clamp[0], hu_clamp[1], out=batch)
 
 
+@dataclass(frozen=True, eq=False)
+class SliceWindows:
+    """Per slice, the in-plane window the U-Net runs on: rows ``row_range[z]`` and columns
+    ``col_range[z]`` (start, stop; stop excluded), int arrays (slices, 2). A slice whose window is
+    empty is not run. Outside the windows :func:`segment` returns 0 / False."""
+
+    row_range: np.ndarray
+    col_range: np.ndarray
+
+    @classmethod
+    def whole(cls, shape_irc) -> "SliceWindows":
+        """Every slice, all of it."""
+        return cls.box(BoxIrc((0, 0, 0), tuple(shape_irc)), shape_irc[0])
+
+    @classmethod
+    def box(cls, box: BoxIrc, slice_count: int) -> "SliceWindows":
+        """The same window on the box's slices, nothing elsewhere."""
+        rows = np.zeros((slice_count, 2), dtype=np.int64)
+        cols = np.zeros((slice_count, 2), dtype=np.int64)
+        inside = slice(box.start_irc[0], box.stop_irc[0])
+        rows[inside] = box.start_irc[1], box.stop_irc[1]
+        cols[inside] = box.start_irc[2], box.stop_irc[2]
+        return cls(rows, cols)
+
+    @property
+    def runs(self) -> np.ndarray:
+        """Which slices have a non-empty window, bool (slices,)."""
+        return (self.row_range[:, 1] > self.row_range[:, 0]) & (self.col_range[:, 1] > self.col_range[:, 0])
+
+    def pixels(self) -> int:
+        """Pixels the U-Net computes over all slices (before padding)."""
+        return int(np.sum(np.diff(self.row_range, axis=1)[:, 0] * np.diff(self.col_range, axis=1)[:, 0] * self.runs))
+
+    def chunks(self, batch_size: int) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
+        """Consecutive slices with the same window, at most ``batch_size`` together: (indices, (r0, r1, c0, c1))."""
+        chunks: list[tuple[list[int], tuple[int, int, int, int]]] = []
+        for index in np.flatnonzero(self.runs):
+            window = (*map(int, self.row_range[index]), *map(int, self.col_range[index]))
+            last = chunks[-1] if chunks else None
+            if last and last[1] == window and last[0][-1] == index - 1 and len(last[0]) < batch_size:
+                last[0].append(int(index))
+            else:
+                chunks.append(([int(index)], window))
+        return [(np.asarray(indices), window) for indices, window in chunks]
+
+
 def segment(hu: np.ndarray, predictor: Predictor, batch_size: int = SLICE_BATCH, threshold: float | None = None,
             progress: Callable[[int, int], None] | None = None, core_threshold: float | None = None,
-            region: BoxIrc | None = None) -> np.ndarray:
+            region: SliceWindows | None = None) -> np.ndarray:
     """Nodule probability per voxel, (z, y, x) float32, from the 2D segmentation model.
 
     Args:
@@ -46,41 +93,38 @@ def segment(hu: np.ndarray, predictor: Predictor, batch_size: int = SLICE_BATCH,
         progress: called with (slices done, slices in all) after each batch.
         core_threshold: with ``threshold``, return a uint8 level map instead: 1 where
             ``prob > threshold``, 2 where also ``prob > core_threshold`` (see :func:`segment_masks`).
-        region: run the model only on this box's slices and in-plane window (context slices
-            still come from the whole scan; the window's start moved back onto the pooling grid);
-            outside it the result is 0 / False.
+        region: run the model only in these windows (context slices still come from the whole
+            scan; each window's start is moved back onto the pooling grid of the whole slice and
+            the extra pixels dropped again); outside them the result is 0 / False.
     """
     preprocessing = predictor.description.preprocessing
     context = int(preprocessing.get("context_slices", 3))
     clamp = tuple(preprocessing.get("hu_clamp", (-1000.0, 1000.0)))
     levels = core_threshold is not None and threshold is not None
     result = np.zeros(hu.shape, dtype=np.float32 if threshold is None else np.uint8 if levels else bool)
-    # The U-Net halves the size depth - 1 times.
+    # The U-Net halves the size depth - 1 times: a window starts on that grid (shifted by a pixel,
+    # the max-poolings see other windows and the U-Net answers differently everywhere) and its
+    # rows / columns are padded up to a multiple with air.
     multiple = 2 ** (int(predictor.description.kwargs.get("depth", 3)) - 1)
-    first, stop = (0, hu.shape[0]) if region is None else (region.start_irc[0], region.stop_irc[0])
-    # A region starts on the pooling grid of the whole slice: shifted by a pixel, the max-poolings
-    # see other windows and the U-Net answers differently everywhere.
-    start_rc = (0, 0) if region is None else region.start_irc[1:]
-    stop_rc = hu.shape[1:] if region is None else region.stop_irc[1:]
-    skip_r, skip_c = (start % multiple for start in start_rc)
-    hu = hu[:, start_rc[0] - skip_r:stop_rc[0], start_rc[1] - skip_c:stop_rc[1]]  # views: no copy
-    out = result[:, start_rc[0]:stop_rc[0], start_rc[1]:stop_rc[1]]
-    _, rows, cols = out.shape  # pad the window's rows / columns up to a multiple with air:
-    padding = ((0, 0), (0, 0), (0, -hu.shape[1] % multiple), (0, -hu.shape[2] % multiple))
+    chunks = (region or SliceWindows.whole(hu.shape)).chunks(batch_size)
 
-    def inputs(indices: np.ndarray) -> np.ndarray:
-        batch = context_batch(hu, indices, context, clamp)
+    def inputs(chunk) -> np.ndarray:
+        indices, (r0, r1, c0, c1) = chunk
+        view = hu[:, r0 - r0 % multiple:r1, c0 - c0 % multiple:c1]  # a view: no copy
+        batch = context_batch(view, indices, context, clamp)
+        padding = ((0, 0), (0, 0), (0, -view.shape[1] % multiple), (0, -view.shape[2] % multiple))
         return np.pad(batch, padding, constant_values=clamp[0]) if padding[2][1] or padding[3][1] else batch
 
-    chunks = [np.arange(start, min(start + batch_size, stop)) for start in range(first, stop, batch_size)]
-    for indices, output in zip(chunks, predictor.map(inputs(indices) for indices in chunks)):
-        prob = output[:, 0, skip_r:skip_r + rows, skip_c:skip_c + cols]
+    total, done = sum(len(indices) for indices, _ in chunks), 0
+    for (indices, (r0, r1, c0, c1)), output in zip(chunks, predictor.map(inputs(chunk) for chunk in chunks)):
+        prob = output[:, 0, r0 % multiple:r0 % multiple + r1 - r0, c0 % multiple:c0 % multiple + c1 - c0]
         if levels:
-            out[indices] = (prob > threshold).astype(np.uint8) + (prob > core_threshold)
+            result[indices, r0:r1, c0:c1] = (prob > threshold).astype(np.uint8) + (prob > core_threshold)
         else:
-            out[indices] = prob if threshold is None else prob > threshold
+            result[indices, r0:r1, c0:c1] = prob if threshold is None else prob > threshold
+        done += len(indices)
         if progress:
-            progress(int(indices[-1]) + 1 - first, stop - first)
+            progress(done, total)
     return result
 
 
@@ -93,14 +137,14 @@ EROSION_AXES = {"3d": (0, 1, 2), "2d": (1, 2), "none": ()}
 def segment_masks(hu: np.ndarray, predictor: Predictor, threshold: float = 0.5, core_threshold: float | None = None,
                   erosion_iterations: int = 1, erosion: str = "3d",
                   progress: Callable[[int, int], None] | None = None,
-                  region: BoxIrc | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                  region: SliceWindows | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """The stage as ``detect`` runs it: the eroded mask ``prob > threshold`` and, when
     ``core_threshold`` is given, the equally eroded core mask ``prob > core_threshold``.
 
     The core splits components in grouping (:func:`medcad.pipeline.group.group`): a U-Net that
     also marks vessels joins a nodule to them at 0.5, and the joint centroid lands off the
     nodule; the nodule's own voxels are usually far more certain than the bridge. ``region``
-    limits the model to a box (see :func:`segment`).
+    limits the model to windows (see :func:`segment`).
     """
     axes = erosion_axes(erosion)
     if core_threshold is None:
