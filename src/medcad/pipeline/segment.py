@@ -103,7 +103,7 @@ def segment(hu: np.ndarray, predictor: Predictor, batch_size: int = SLICE_BATCH,
     levels = core_threshold is not None and threshold is not None
     result = np.zeros(hu.shape, dtype=np.float32 if threshold is None else np.uint8 if levels else bool)
     # The U-Net halves the size depth - 1 times: a window starts on that grid (shifted by a pixel,
-    # the max-poolings see other windows and the U-Net answers differently everywhere) and its
+    # the poolings see other windows and the U-Net answers differently everywhere) and its
     # rows / columns are padded up to a multiple with air.
     multiple = 2 ** (int(predictor.description.kwargs.get("depth", 3)) - 1)
     chunks = (region or SliceWindows.whole(hu.shape)).chunks(batch_size)
