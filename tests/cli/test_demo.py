@@ -31,3 +31,19 @@ def test_demo_trains_detects_and_reports_froc(tmp_path):
     for role in ("segmentation", "nodule", "malignancy"):
         assert (tmp_path / "models" / role / "model.safetensors").is_file()
     assert (tmp_path / "evaluation" / "froc.png").stat().st_size > 10_000
+
+
+def test_the_documented_classifier_config_is_the_demos_recipe():
+    """configs/demo-nodule-classifier.yaml (what the README's training commands use) resolves to the demo's settings."""
+    from pathlib import Path
+
+    import medcad.cli.demo as demo
+    from medcad.cli.train_nodule import _resolve
+    from medcad.tasks.nodule_cls import ClassifierConfig
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "demo-nodule-classifier.yaml"
+    config = _resolve(ClassifierConfig, path, {"data": "cohort"})
+    assert tuple(config.crop_irc) == demo.DEMO_CROP
+    assert (config.fit.epochs, config.epoch_samples) == demo.NODULE_BUDGET
+    assert config.fit.monitor == demo.NODULE_FIT["monitor"]
+    assert config.fit.scheduler == demo.NODULE_FIT["scheduler"]
