@@ -179,18 +179,19 @@ def train_segmentation(config: SegmentationConfig, resume: bool = False, quiet: 
     splits, splits_path = prepare_splits(config.data, config.splits, list(cache.sources), config.split_fractions)
     records = [r for r in load_candidate_records(config.data) if r.series_uid in cache.sources]
     nodules = [r for r in records if r.is_nodule]
-    train_nodules = [r for r in nodules if r.series_uid in set(splits["train"])]
+    train_series, val_series = set(splits["train"]), set(splits["val"])
+    train_nodules = [r for r in nodules if r.series_uid in train_series]
     if not train_nodules:
         raise InputError(config.data, "no nodules in the training split")
     if not 0.0 <= config.negative_fraction < 1.0:
         raise InputError(config.data, f"negative_fraction must lie in [0, 1), got {config.negative_fraction}")
-    negatives = [r for r in records if not r.is_nodule and r.series_uid in set(splits["train"])] \
+    negatives = [r for r in records if not r.is_nodule and r.series_uid in train_series] \
         if config.negative_fraction > 0 else []
     if config.negative_fraction > 0 and not negatives:
         raise InputError(config.data, "negative_fraction > 0 but the training split has no class-0 candidates")
     train = SegmentationCropDataset(cache, train_nodules, config.context_slices, config.window, config.crop,
                                     centres=train_nodules + negatives)
-    val = SegmentationSliceDataset(cache, [r for r in nodules if r.series_uid in set(splits["val"])],
+    val = SegmentationSliceDataset(cache, [r for r in nodules if r.series_uid in val_series],
                                    list(splits["val"]), config.context_slices, config.val_slices_per_scan or None)
     kwargs = {"in_channels": 2 * config.context_slices + 1, "width": config.width, "depth": config.depth}
     seed_everything(config.fit.seed)
