@@ -62,6 +62,17 @@ def test_detect_prints_findings_and_writes_json(models_dir, scans, tmp_path):
     assert all(f.malignancy_prob is not None for f in findings)
 
 
+def test_detect_on_the_cpu_never_imports_pytorch(models_dir, scans, tmp_path):
+    """ONNX Runtime runs both models once their exports exist: no 2 s PyTorch import per run."""
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "medcad", "detect", scans / "blobs.mha",
+                             "--models", models_dir, "--backend", "onnx", "--out", tmp_path / "found.json"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(read_findings(tmp_path / "found.json")) == 2
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")]
+    assert "onnxruntime" in imported and "torch" not in imported
+
+
 def test_mirror_views_rescore_the_same_candidates(models_dir, scans, tmp_path):
     run("detect", scans / "blobs.mha", "--models", models_dir, "--threshold", "0", "--out", tmp_path / "one.json")
     run("detect", scans / "blobs.mha", "--models", models_dir, "--threshold", "0", "--mirror-views",

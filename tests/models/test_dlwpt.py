@@ -17,12 +17,14 @@ from medcad.models.store import load_model
 
 
 # Modules named as in the book's code (util/unet.py, p2ch13/model.py, p2ch14/model.py), written
-# from its description: the oracle the converted models must agree with.
+# from its description: the oracle the converted models must agree with. util/unet.py with ReLU:
+# the version the published checkpoint reproduces the book's reference run with (see
+# medcad.models.unet2d).
 class BookConvBlock(nn.Module):
     def __init__(self, c_in, c_out):
         super().__init__()
-        self.block = nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.LeakyReLU(), nn.BatchNorm2d(c_out),
-                                   nn.Conv2d(c_out, c_out, 3, padding=1), nn.LeakyReLU(), nn.BatchNorm2d(c_out))
+        self.block = nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(c_out),
+                                   nn.Conv2d(c_out, c_out, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(c_out))
 
     def forward(self, x):
         return self.block(x)
@@ -142,7 +144,7 @@ def test_book_unet_converts_to_the_same_function(tmp_path):
     model, description = load_model(folder)
     assert description.name == "nodule_unet2d"
     assert description.kwargs == {"in_channels": 7, "out_channels": 1, "depth": 2, "width": 4,
-                                  "batch_norm": True, "up_mode": "upconv"}
+                                  "batch_norm": True, "up_mode": "upconv", "activation": "relu"}
     assert description.preprocessing["kind"] == "slice_context"
     assert description.preprocessing["context_slices"] == 3
     x = torch.randn(2, 7, 16, 24) * 400
@@ -225,3 +227,13 @@ def test_the_real_checkpoints_import(dlwpt_dir, tmp_path):
         x = torch.randn(*shape, generator=torch.Generator().manual_seed(0)) * 400
         with torch.inference_mode():
             assert torch.allclose(model(x), book_output(book.eval()(x)), atol=1e-5)
+
+
+def test_a_book_unet_imported_without_its_activation_is_refused(tmp_path):
+    book = randomise_norms(BookUNetWrapper(depth=2, wf=2))
+    folder = import_book_checkpoint(save_book_checkpoint(tmp_path / "seg.state", book, "UNetWrapper"), tmp_path / "s")
+    document = json.loads((folder / "model.json").read_text())
+    del document["architecture"]["kwargs"]["activation"]  # as written by medcad before it recorded it
+    (folder / "model.json").write_text(json.dumps(document))
+    with pytest.raises(InputError, match="import it again"):
+        load_model(folder)

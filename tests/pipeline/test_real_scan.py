@@ -1,11 +1,7 @@
 """The book's trained models on the real LIDC-IDRI-0001, imported from ../shared/data/dlwpt.
 
-Reference (the issue's run of the book's code): 674 candidates, 7 findings above 0.5. medcad's
-reproduction, checked layer by layer against the book's module layout (tests/models/test_dlwpt.py)
-and stage by stage against scipy (tests/pipeline/test_stages.py), gives 1191 candidates and 20
-findings: the segmentation mask differs from the reference's, not the grouping or the classifier
-(see the README's "Detecting nodules" section). Where the masks agree the findings agree: the
-LUNA16 nodule (reference 1.000) and the reference's 0.525 at (120.172, -62.012, -67.5).
+Reference (the issue's run of the book's code with the two checkpoints): 674 candidates and 7
+findings above 0.5, listed below with their probabilities and centres.
 """
 
 from __future__ import annotations
@@ -19,9 +15,12 @@ from tests.pipeline.helpers import import_book_models
 
 pytestmark = pytest.mark.realdata
 LUNA_NODULE_XYZ, LUNA_NODULE_DIAMETER_MM = (56.21, 86.34, -115.87), 23.35
-#: The two reference findings this reproduction has too: (nodule prob, centre xyz of the voxel).
-REFERENCE_FINDINGS = [(1.000, (56.891, 86.347, -115.0)), (0.525, (120.172, -62.012, -67.5))]
-CANDIDATES = 1191
+#: The reference's findings above 0.5: (nodule prob, centre xyz in mm of the centre's voxel).
+REFERENCE_FINDINGS = [(1.000, (56.891, 86.347, -115.0)), (0.951, (132.125, -6.466, -327.5)),
+                      (0.904, (-48.578, -48.653, -310.0)), (0.900, (-48.578, -44.434, -305.0)),
+                      (0.639, (70.953, -47.247, -262.5)), (0.525, (120.172, -62.012, -67.5)),
+                      (0.525, (-42.25, -62.012, -297.5))]
+CANDIDATES = 674
 
 
 @pytest.fixture(scope="module")
@@ -43,17 +42,16 @@ def test_the_luna16_nodule_is_the_top_finding(detection):
 
 
 @pytest.mark.slow
-def test_candidates_and_reproduced_reference_findings(detection, lidc_scan):
+def test_the_reference_candidates_and_findings(detection, lidc_scan):
     assert abs(len(detection.candidates) - CANDIDATES) <= 0.02 * CANDIDATES
-    assert 15 <= len(detection.above(0.5)) <= 25
+    found = detection.above(0.5)
+    assert len(found) == len(REFERENCE_FINDINGS)
     spacing_xyz = lidc_scan.spacing_xyz
-    for prob, centre_xyz in REFERENCE_FINDINGS:
+    for finding, (prob, centre_xyz) in zip(found, REFERENCE_FINDINGS):  # both by probability, descending
         voxel_irc = np.rint(lidc_scan.xyz_to_irc(centre_xyz))
-        matches = [f for f in detection.above(0.5)
-                   if np.all(np.abs(np.rint(f.center_irc) - voxel_irc) <= 1)]  # within one voxel
-        assert matches, centre_xyz
-        assert abs(matches[0].nodule_prob - prob) <= 0.02
-        assert np.all(np.abs(np.subtract(matches[0].center_xyz, centre_xyz)) <= spacing_xyz * 1.01)
+        assert np.all(np.abs(np.rint(finding.center_irc) - voxel_irc) <= 1), (finding.center_xyz, centre_xyz)
+        assert np.all(np.abs(np.subtract(finding.center_xyz, centre_xyz)) <= spacing_xyz * 1.01)
+        assert abs(finding.nodule_prob - prob) <= 0.02
 
 
 @pytest.mark.slow
@@ -63,12 +61,15 @@ def test_lungs_only_keeps_the_findings_near_the_lungs_bit_for_bit(detection, lid
     assert region is not None and region.share() < 0.5
     assert all(region.holds(c.center_irc) for c in lungs.candidates)
     assert len(lungs.candidates) < 0.8 * len(detection.candidates)
-    near = [f for f in detection.above(0.5) if region.holds(f.center_irc)]
-    assert len(near) >= 10 and len(lungs.above(0.5)) == len(near)
+    near = [f for f in detection.findings if region.holds(f.center_irc)]
+    identical = 0
     for finding in near:  # inside the lungs the U-Net's mask is the whole-slice one
         match = min(lungs.findings, key=lambda f: np.linalg.norm(np.subtract(f.center_xyz, finding.center_xyz)))
-        assert np.linalg.norm(np.subtract(match.center_xyz, finding.center_xyz)) < 1e-6
-        assert abs(match.nodule_prob - finding.nodule_prob) < 1e-6
+        identical += bool(np.linalg.norm(np.subtract(match.center_xyz, finding.center_xyz)) < 1e-6
+                          and abs(match.nodule_prob - finding.nodule_prob) < 1e-6)
+    # 425 of 450 when written; the U-Net's windows end 20 mm out from the lungs' air.
+    assert identical >= 0.9 * len(near), (identical, len(near))
+    assert [f.nodule_prob for f in lungs.above(0.5)] == [f.nodule_prob for f in near if f.nodule_prob > 0.5]
     top = lungs.findings[0]
     assert np.linalg.norm(np.subtract(top.center_xyz, LUNA_NODULE_XYZ)) < LUNA_NODULE_DIAMETER_MM / 4
 

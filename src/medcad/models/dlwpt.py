@@ -17,7 +17,9 @@ Key mapping (book -> medcad):
     unet.up_path.{j}.conv_block.block.{k}.*  -> decoder.{j}.block.{conv1,norm1,conv2,norm2}.*
     unet.last.*                              -> out_conv.*
 
-(without batch norm the book's block indices are 0 and 2 for conv1 and conv2).
+(without batch norm the book's block indices are 0 and 2 for conv1 and conv2). The U-Net's
+activation is ReLU: the book's ``util/unet.py`` has existed with ReLU and with LeakyReLU, and only
+ReLU gives the book's reference result with its published checkpoint (see ``medcad.models.unet2d``).
 
 ``LunaModel`` -> ``nodule_cnn3d``::
 
@@ -33,7 +35,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from medcad.data.nodule_samples import CROP_IRC, HU_CLAMP  # the book's crop and HU range, shared with training
 from medcad.errors import InputError
 
 #: The book's class names and the registry names they become.
@@ -85,11 +86,22 @@ def unet_kwargs(state: dict) -> dict:
         "width": int(state["unet.down_path.0.block.0.weight"].shape[0]),
         "batch_norm": "unet.down_path.0.block.2.running_mean" in state,
         "up_mode": "upconv" if "unet.up_path.0.up.weight" in state else "upsample",
+        "activation": "relu",  # the weights do not say; ReLU reproduces the book's reference run
     }
+
+
+def check_book_import(kwargs: dict, provenance: dict, path: Path) -> None:
+    """Refuses a book U-Net imported before medcad recorded its activation (it would run LeakyReLU)."""
+    if provenance.get("book_model_name") == "UNetWrapper" and "activation" not in kwargs:
+        raise InputError(path, "a book U-Net imported by an older medcad (no 'activation': it would run "
+                               "with LeakyReLU instead of the book's ReLU); import it again with "
+                               "'medcad models import-dlwpt'")
 
 
 def cnn_kwargs(state: dict) -> dict:
     """``nodule_cnn3d`` arguments that fit a ``LunaModel`` state dict (crop size checked)."""
+    from medcad.data.nodule_samples import CROP_IRC  # the book's crop, shared with training (imports torch)
+
     blocks = {int(m.group(1)) for key in state if (m := re.match(r"block(\d+)\.", key))}
     first = state["block1.conv1.weight"]
     kwargs = {"in_channels": int(first.shape[1]), "num_classes": int(state["head_linear.weight"].shape[0]),
@@ -139,6 +151,7 @@ def convert_book_checkpoint(checkpoint: BookCheckpoint):
     Returns:
         (model, ModelDescription)
     """
+    from medcad.data.nodule_samples import CROP_IRC, HU_CLAMP  # the book's crop and HU range, shared with training
     from medcad.models.registry import create
     from medcad.models.store import ModelDescription
 

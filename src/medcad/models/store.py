@@ -69,10 +69,15 @@ def read_description(folder: str | Path) -> ModelDescription:
         architecture = document["architecture"]
         extra = {k: v for k, v in document.items()
                  if k not in ("format", "version", "architecture", "preprocessing", "provenance")}
-        return ModelDescription(architecture["name"], dict(architecture.get("kwargs", {})),
-                                dict(document.get("preprocessing", {})), dict(document.get("provenance", {})), extra)
+        description = ModelDescription(architecture["name"], dict(architecture.get("kwargs", {})),
+                                       dict(document.get("preprocessing", {})), dict(document.get("provenance", {})),
+                                       extra)
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise InputError(path, f"malformed model description ({error})") from error
+    from medcad.models.dlwpt import check_book_import
+
+    check_book_import(description.kwargs, description.provenance, path)
+    return description
 
 
 def load_state_dict(path: str | Path) -> dict:
