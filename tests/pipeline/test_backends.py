@@ -79,6 +79,9 @@ def test_corrupt_weights_are_a_clear_error(random_models):
 
 def test_backend_choice():
     assert resolve_backend("auto", device="cpu") == "onnx"
+    assert resolve_backend("auto", device="cpu", kind="slice_context") == "onnx"
+    assert resolve_backend("auto", device="cpu", kind="crop3d") == "torch"  # see resolve_backend
+    assert resolve_backend("onnx", device="cpu", kind="crop3d") == "onnx"
     assert resolve_backend("auto", device="cuda") == "torch"
     assert resolve_backend("torch", device="cpu") == "torch"
     with pytest.raises(MedcadError, match="unknown backend"):

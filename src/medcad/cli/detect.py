@@ -37,7 +37,8 @@ def detect(
     out: Path = typer.Option(None, "--out", help="Findings file (.json or .csv); in batch mode a folder."),
     file_format: str = typer.Option("json", "--format", help="Batch mode: json or csv, one file per scan."),
     all_candidates: bool = typer.Option(False, "--all-candidates", help="Write every candidate, not only findings."),
-    backend: str = typer.Option("auto", "--backend", help="auto (GPU: PyTorch; CPU: ONNX Runtime), onnx or torch."),
+    backend: str = typer.Option("auto", "--backend", help="auto (GPU: PyTorch; CPU: ONNX Runtime for the U-Net, "
+                                                          "PyTorch for the classifiers), onnx or torch."),
     series: str = typer.Option(None, "--series", help="SeriesInstanceUID when a DICOM folder holds several."),
 ) -> None:
     """Find lung nodules: segment, group, classify; print the findings and write them."""

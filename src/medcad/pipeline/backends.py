@@ -1,7 +1,8 @@
 """Inference backends: run a stored model on a NumPy batch with PyTorch or ONNX Runtime.
 
 A :class:`Predictor` maps a float32 batch to the model's raw output as a float32 array, whatever
-runs it. On a GPU the default is PyTorch; on the CPU, ONNX Runtime (see :func:`resolve_backend`). The
+runs it. On a GPU the default is PyTorch; on the CPU, ONNX Runtime for the 2D U-Net and PyTorch
+(channels-last) for the 3D classifiers, whichever is faster (see :func:`resolve_backend`). The
 backends differ by float32 summation order only: classifier probabilities agree to about 1e-6;
 the U-Net's logits reach +-300 on real scans, where either float32 result is off by up to 2e-4 in
 probability near 0.5 against float64.
@@ -129,21 +130,21 @@ class OnnxPredictor(Predictor):
         return self.session.run(None, {"input": np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
 
-def resolve_backend(backend: str = "auto", device: str | None = None) -> str:
-    """The backend ``"auto"`` picks: PyTorch on a GPU, ONNX Runtime (when installed) on the CPU.
+def resolve_backend(backend: str = "auto", device: str | None = None, kind: str | None = None) -> str:
+    """The backend ``"auto"`` picks: PyTorch on a GPU; on the CPU by the model's input ``kind``.
 
-    On the CPU ONNX Runtime runs the book's U-Net with 2.7x fewer CPU seconds than PyTorch. For
-    the 3D classifier PyTorch channels-last (oneDNN) is a little faster per crop (17.6 against
-    19.3 ms on the 2-core AVX2 machine, about 1.4x on an AVX-512 one), but importing PyTorch
-    costs ~2 s of a CLI run, more than the classifier gains on a scan's few hundred candidates;
-    with ONNX Runtime for both models ``medcad detect`` never imports PyTorch once the ONNX
-    exports exist. ``backend="torch"`` chooses PyTorch explicitly.
+    On the CPU, 2D slice models (``slice_context``) run on ONNX Runtime when it is installed
+    (2.7x fewer CPU seconds than PyTorch for the book's U-Net), 3D crop models (``crop3d``) on
+    PyTorch channels-last: ONNX Runtime's 3D convolution unfolds 64 MB per crop in the first
+    block, and with one run per core the two runs compete for memory bandwidth (674 crops of
+    LIDC-IDRI-0001 on the 2-core AVX2 machine: 9.7 s against 5.7 s, though one run alone is
+    only 10 % slower per crop). Measured with ``benchmarks/cad_inference.py``.
     """
     if backend not in BACKENDS:
         raise MedcadError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if backend != "auto":
         return backend
-    if (device or default_device()) != "cpu":
+    if (device or default_device()) != "cpu" or kind == "crop3d":
         return "torch"
     try:
         import onnxruntime  # noqa: F401
@@ -177,7 +178,7 @@ def load_predictor(folder: str | Path, backend: str = "auto", device: str | None
 
     device = device or default_device()
     description = read_description(folder)
-    backend = resolve_backend(backend, device)
+    backend = resolve_backend(backend, device, description.preprocessing.get("kind"))
     cores = threads or usable_cores()
     if backend == "onnx":
         onnx_path = _cached_onnx(Path(folder), lambda: load_model(folder, map_location="cpu")[0], description)
