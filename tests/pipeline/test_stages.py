@@ -14,7 +14,7 @@ from medcad.geometry import VolumeGeometry
 from medcad.models.store import ModelDescription
 from medcad.pipeline import classify, context_batch, extract_crops, group, threshold_mask, weighted_centroids
 from medcad.pipeline.backends import Predictor
-from medcad.pipeline.group import equivalent_diameter_mm, label_components
+from medcad.pipeline.group import equivalent_diameter_mm, voxel_components
 from tests.pipeline.helpers import CLASSIFIER_PREPROCESSING
 
 
@@ -49,15 +49,33 @@ def random_blobs(seed: int, shape=(20, 30, 30)) -> tuple[np.ndarray, np.ndarray]
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_grouping_equals_label_and_center_of_mass(seed):
     mask, hu = random_blobs(seed)
-    labels, count = label_components(mask)
+    components = voxel_components(mask)
     reference, reference_count = ndimage.label(mask)
-    assert count == reference_count > 5
-    centres, voxel_counts = weighted_centroids(labels, count, hu)
+    assert components.count == reference_count > 5
+    np.testing.assert_array_equal(components.labels(mask.shape), reference)  # same numbering (raster order)
+    centres, voxel_counts = weighted_centroids(components, hu)
     weights = hu.astype(np.float64).clip(-1000, 1000) + 1001
-    # cc3d and scipy number components in the same (raster) order
-    expected = np.array(ndimage.center_of_mass(weights, reference, np.arange(1, count + 1)))
+    expected = np.array(ndimage.center_of_mass(weights, reference, np.arange(1, reference_count + 1)))
     np.testing.assert_allclose(centres, expected, rtol=0, atol=1e-9)
     assert voxel_counts.tolist() == np.bincount(reference.ravel())[1:].tolist()
+
+
+@pytest.mark.parametrize(("connectivity", "rank"), [(6, 1), (18, 2), (26, 3)])
+def test_components_of_every_connectivity_equal_scipy_label(connectivity, rank):
+    rng = np.random.default_rng(connectivity)
+    mask = rng.random((9, 11, 13)) > 0.85  # sparse enough that edges and corners decide joins
+    mask[0, 0, 0] = mask[-1, -1, -1] = mask[0, -1, 0] = True  # components on the volume's corners
+    reference, count = ndimage.label(mask, structure=ndimage.generate_binary_structure(3, rank))
+    components = voxel_components(mask, connectivity)
+    assert components.count == count > 10
+    np.testing.assert_array_equal(components.labels(mask.shape), reference)
+
+
+def test_an_empty_mask_has_no_components():
+    components = voxel_components(np.zeros((3, 4, 5), dtype=bool))
+    assert components.count == 0 and components.flat_index.size == 0
+    with pytest.raises(ValueError, match="connectivity"):
+        voxel_components(np.ones((2, 2, 2), dtype=bool), connectivity=4)
 
 
 def test_candidates_carry_world_centres_and_sizes():

@@ -9,10 +9,10 @@ pass) -> ``Finding`` records.
 from medcad.pipeline.backends import load_predictor, resolve_backend
 from medcad.pipeline.classify import classify, extract_crops
 from medcad.pipeline.detect import Detection, detect
-from medcad.pipeline.group import group, label_components, weighted_centroids
+from medcad.pipeline.group import group, voxel_components, weighted_centroids
 from medcad.pipeline.model_set import DetectModels, load_detect_models
 from medcad.pipeline.segment import context_batch, segment, threshold_mask
 
 __all__ = ["Detection", "DetectModels", "classify", "context_batch", "detect", "extract_crops",
-           "group", "label_components", "load_detect_models", "load_predictor", "resolve_backend", "segment",
+           "group", "voxel_components", "load_detect_models", "load_predictor", "resolve_backend", "segment",
            "threshold_mask", "weighted_centroids"]

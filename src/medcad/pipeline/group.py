@@ -1,14 +1,23 @@
 """Stage 2: group the eroded mask into candidates (connected components with their centres).
 
 As the book: components with 6-connectivity (``scipy.ndimage.label``'s default), centre = the
-centre of mass weighted by HU clipped to [-1000, 1000] plus 1001 (so air still weighs 1).
-Here the labelling is ``cc3d`` and all weighted centres come from one pass over the labelled
-voxels with ``numpy.bincount``, instead of ``center_of_mass`` sweeping the volume per axis.
+centre of mass weighted by HU clipped to [-1000, 1000] plus 1001 (so air still weighs 1),
+components numbered in raster order of their first voxel (as ``scipy.ndimage.label``).
+
+The eroded mask is sparse (0.4 % of LIDC-IDRI-0001's voxels), so the components are found on its
+voxels alone: each voxel is joined to its forward neighbours that are in the mask (found by
+binary search in the sorted flat indices), and ``scipy.sparse.csgraph`` labels the graph. A
+dense labeller (``cc3d``, ``scipy.ndimage.label``) reads and writes every voxel of the volume:
+on LIDC-IDRI-0001 cc3d took 0.13-0.4 s, this 0.05-0.1 s. All weighted centres then come from
+one ``numpy.bincount`` pass over those voxels, instead of ``center_of_mass`` sweeping the
+volume per label.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,52 +28,98 @@ from medcad.geometry import VolumeGeometry
 WEIGHT_CLIP_HU = (-1000, 1000)
 
 
-def label_components(mask: np.ndarray, connectivity: int = 6) -> tuple[np.ndarray, int]:
-    """Connected components of a boolean volume: (labels 1..n, 0 background; n)."""
-    import cc3d
+@dataclass(frozen=True, eq=False)
+class VoxelComponents:
+    """Connected components of a mask, listed per mask voxel.
 
-    labels, count = cc3d.connected_components(np.ascontiguousarray(mask, dtype=bool), connectivity=connectivity,
-                                              return_N=True)
-    return labels, int(count)
-
-
-def weighted_centroids(labels: np.ndarray, count: int, hu: np.ndarray,
-                       flat_index: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """HU-weighted centres (count, 3) in irc and voxel counts (count,) of labels 1..count.
-
-    ``flat_index``: the flat indices of the labelled voxels when already known (``flatnonzero``
-    of the boolean mask is several times faster than of the labels).
+    ``flat_index``: the mask voxels' flat indices in the volume, ascending (int64);
+    ``component``: each voxel's component, 0 .. count - 1 (int64); ``count``: components.
     """
-    if flat_index is None:
-        flat_index = np.flatnonzero(labels)
-    component = labels.ravel()[flat_index].astype(np.int64) - 1
+
+    flat_index: np.ndarray
+    component: np.ndarray
+    count: int
+
+    def labels(self, shape) -> np.ndarray:
+        """The dense label volume (0 background, components 1..count), as ``scipy.ndimage.label`` gives."""
+        labels = np.zeros(shape, dtype=np.int32)
+        labels.ravel()[self.flat_index] = self.component + 1
+        return labels
+
+
+def forward_offsets(connectivity: int) -> list[tuple[int, int, int]]:
+    """Neighbour offsets (dz, dy, dx) whose first non-zero step is +1: each neighbour pair once.
+
+    6: faces; 18: faces and edges; 26: faces, edges and corners.
+    """
+    if connectivity not in (6, 18, 26):
+        raise ValueError(f"connectivity must be 6, 18 or 26, got {connectivity}")
+    steps = {6: 1, 18: 2, 26: 3}[connectivity]
+    return [offset for offset in itertools.product((-1, 0, 1), repeat=3)
+            if 0 < sum(map(abs, offset)) <= steps and next(v for v in offset if v) == 1]
+
+
+def voxel_components(mask: np.ndarray, connectivity: int = 6) -> VoxelComponents:
+    """Connected components of a boolean volume, found on its true voxels only (see module doc)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    flat_index = np.flatnonzero(mask)
+    if flat_index.size == 0:
+        return VoxelComponents(flat_index, np.zeros(0, dtype=np.int64), 0)
+    coordinates = np.unravel_index(flat_index, mask.shape)
+    strides = np.array([mask.shape[1] * mask.shape[2], mask.shape[2], 1])
+    sources, targets = [], []
+    for offset in forward_offsets(connectivity):
+        inside = np.ones(flat_index.size, dtype=bool)
+        for axis, step in enumerate(offset):
+            if step:
+                inside &= (coordinates[axis] < mask.shape[axis] - 1) if step > 0 else (coordinates[axis] > 0)
+        source = np.flatnonzero(inside)
+        neighbour = flat_index[source] + int(np.dot(offset, strides))
+        position = np.minimum(np.searchsorted(flat_index, neighbour), flat_index.size - 1)
+        hit = flat_index[position] == neighbour
+        sources.append(source[hit])
+        targets.append(position[hit])
+    source, target = np.concatenate(sources), np.concatenate(targets)
+    graph = coo_matrix((np.ones(source.size, dtype=np.int8), (source, target)),
+                       shape=(flat_index.size, flat_index.size)).tocsr()
+    count, component = connected_components(graph, directed=False)
+    # Number the components by their first voxel in raster order (as scipy.ndimage.label).
+    _, first_voxel = np.unique(component, return_index=True)
+    rank = np.empty(count, dtype=np.int64)
+    rank[np.argsort(first_voxel, kind="stable")] = np.arange(count)
+    return VoxelComponents(flat_index, rank[component], int(count))
+
+
+def weighted_centroids(components: VoxelComponents, hu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """HU-weighted centres (count, 3) in irc and voxel counts (count,) of the components."""
+    flat_index, component, count = components.flat_index, components.component, components.count
     weights = np.clip(hu.ravel()[flat_index].astype(np.float64), *WEIGHT_CLIP_HU) + (1 - WEIGHT_CLIP_HU[0])
     total = np.bincount(component, weights=weights, minlength=count)
     voxel_count = np.bincount(component, minlength=count)
     centres = np.empty((count, 3), dtype=np.float64)
-    for axis, coordinate in enumerate(np.unravel_index(flat_index, labels.shape)):
+    for axis, coordinate in enumerate(np.unravel_index(flat_index, hu.shape)):
         centres[:, axis] = np.bincount(component, weights=weights * coordinate, minlength=count) / total
     return centres, voxel_count
 
 
-def split_by_cores(mask: np.ndarray, core: np.ndarray, connectivity: int = 6) -> tuple[np.ndarray, int]:
-    """Labels where each component of ``mask`` that holds ``core`` voxels is replaced by the
+def split_by_cores(mask: np.ndarray, core: np.ndarray, connectivity: int = 6) -> VoxelComponents:
+    """Components where each component of ``mask`` that holds ``core`` voxels is replaced by the
     components of those core voxels; components without a core keep their whole extent.
 
-    Core components come first (labels 1..k), then the coreless mask components.
+    Core components come first (0..k-1), then the coreless mask components in their order.
     """
-    core = np.ascontiguousarray(core & mask)
-    labels, count = label_components(core, connectivity)
-    whole, whole_count = label_components(mask, connectivity)
-    has_core = np.zeros(whole_count + 1, dtype=bool)
-    has_core[np.unique(whole[core])] = True
-    has_core[0] = True
-    keep = ~has_core[whole]
-    renumber = np.zeros(whole_count + 1, dtype=labels.dtype)
-    coreless = np.flatnonzero(~has_core)
-    renumber[coreless] = np.arange(count + 1, count + 1 + len(coreless), dtype=labels.dtype)
-    labels[keep] = renumber[whole[keep]]
-    return labels, count + len(coreless)
+    whole = voxel_components(mask, connectivity)
+    cores = voxel_components(core & mask, connectivity)
+    has_core = np.zeros(whole.count, dtype=bool)
+    has_core[whole.component[np.searchsorted(whole.flat_index, cores.flat_index)]] = True
+    coreless = ~has_core[whole.component]
+    renumber = cores.count + np.cumsum(~has_core) - 1
+    flat_index = np.concatenate([cores.flat_index, whole.flat_index[coreless]])
+    component = np.concatenate([cores.component, renumber[whole.component[coreless]]])
+    order = np.argsort(flat_index, kind="stable")
+    return VoxelComponents(flat_index[order], component[order], cores.count + int(np.count_nonzero(~has_core)))
 
 
 def group(mask: np.ndarray, hu: np.ndarray, geometry: VolumeGeometry, series_uid: str | None = None,
@@ -80,15 +135,10 @@ def group(mask: np.ndarray, hu: np.ndarray, geometry: VolumeGeometry, series_uid
         core: optional more certain part of the mask (e.g. probability > 0.99): components holding
             core voxels give one candidate per core component instead (:func:`split_by_cores`).
     """
-    if core is None:
-        labels, count = label_components(mask, connectivity)
-        voxels = np.flatnonzero(mask)
-    else:
-        labels, count = split_by_cores(mask, core, connectivity)
-        voxels = np.flatnonzero(labels)
-    if count == 0:
+    components = voxel_components(mask, connectivity) if core is None else split_by_cores(mask, core, connectivity)
+    if components.count == 0:
         return []
-    centres_irc, voxel_counts = weighted_centroids(labels, count, hu, voxels)
+    centres_irc, voxel_counts = weighted_centroids(components, hu)
     centres_xyz = geometry.irc_to_xyz(centres_irc)
     voxel_mm3 = float(np.prod(geometry.spacing_xyz))
     return [
