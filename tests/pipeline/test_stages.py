@@ -71,6 +71,18 @@ def test_components_of_every_connectivity_equal_scipy_label(connectivity, rank):
     np.testing.assert_array_equal(components.labels(mask.shape), reference)
 
 
+def test_a_serpentine_is_one_component():
+    """A path that turns back every row: union-find needs several rounds to join it."""
+    mask = np.zeros((1, 15, 15), dtype=bool)
+    mask[0, ::2, :] = True
+    mask[0, 1::4, -1] = mask[0, 3::4, 0] = True
+    mask[0, 4, 3:9] = False  # ... and one cut: two components
+    components = voxel_components(mask)
+    reference, count = ndimage.label(mask)
+    assert components.count == count == 2
+    np.testing.assert_array_equal(components.labels(mask.shape), reference)
+
+
 def test_an_empty_mask_has_no_components():
     components = voxel_components(np.zeros((3, 4, 5), dtype=bool))
     assert components.count == 0 and components.flat_index.size == 0

@@ -6,9 +6,11 @@ components numbered in raster order of their first voxel (as ``scipy.ndimage.lab
 
 The eroded mask is sparse (0.4 % of LIDC-IDRI-0001's voxels), so the components are found on its
 voxels alone: each voxel is joined to its forward neighbours that are in the mask (found by
-binary search in the sorted flat indices), and ``scipy.sparse.csgraph`` labels the graph. A
-dense labeller (``cc3d``, ``scipy.ndimage.label``) reads and writes every voxel of the volume:
-on LIDC-IDRI-0001 cc3d took 0.13-0.4 s, this 0.05-0.1 s. All weighted centres then come from
+binary search in the sorted flat indices), and a vectorised union-find (hook each root to the
+smaller root across an edge, compress paths, repeat; 4 rounds on LIDC-IDRI-0001) gives every
+voxel its component's first voxel. A dense labeller (``cc3d``, ``scipy.ndimage.label``) reads and
+writes every voxel of the volume: on LIDC-IDRI-0001 cc3d took 0.13-0.4 s, this 0.05-0.1 s
+(``scipy.sparse.csgraph`` as fast, but 0.12 s to import). All weighted centres then come from
 one ``numpy.bincount`` pass over those voxels, instead of ``center_of_mass`` sweeping the
 volume per label.
 """
@@ -61,15 +63,10 @@ def forward_offsets(connectivity: int) -> list[tuple[int, int, int]]:
 
 def voxel_components(mask: np.ndarray, connectivity: int = 6) -> VoxelComponents:
     """Connected components of a boolean volume, found on its true voxels only (see module doc)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     flat_index = np.flatnonzero(mask)
-    if flat_index.size == 0:
-        return VoxelComponents(flat_index, np.zeros(0, dtype=np.int64), 0)
     coordinates = np.unravel_index(flat_index, mask.shape)
     strides = np.array([mask.shape[1] * mask.shape[2], mask.shape[2], 1])
-    sources, targets = [], []
+    sources, targets = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
     for offset in forward_offsets(connectivity):
         inside = np.ones(flat_index.size, dtype=bool)
         for axis, step in enumerate(offset):
@@ -77,19 +74,37 @@ def voxel_components(mask: np.ndarray, connectivity: int = 6) -> VoxelComponents
                 inside &= (coordinates[axis] < mask.shape[axis] - 1) if step > 0 else (coordinates[axis] > 0)
         source = np.flatnonzero(inside)
         neighbour = flat_index[source] + int(np.dot(offset, strides))
-        position = np.minimum(np.searchsorted(flat_index, neighbour), flat_index.size - 1)
+        position = np.minimum(np.searchsorted(flat_index, neighbour), max(flat_index.size - 1, 0))
         hit = flat_index[position] == neighbour
         sources.append(source[hit])
         targets.append(position[hit])
-    source, target = np.concatenate(sources), np.concatenate(targets)
-    graph = coo_matrix((np.ones(source.size, dtype=np.int8), (source, target)),
-                       shape=(flat_index.size, flat_index.size)).tocsr()
-    count, component = connected_components(graph, directed=False)
-    # Number the components by their first voxel in raster order (as scipy.ndimage.label).
-    _, first_voxel = np.unique(component, return_index=True)
-    rank = np.empty(count, dtype=np.int64)
-    rank[np.argsort(first_voxel, kind="stable")] = np.arange(count)
-    return VoxelComponents(flat_index, rank[component], int(count))
+    roots = first_voxel_roots(flat_index.size, np.concatenate(sources), np.concatenate(targets))
+    # Roots are each component's first voxel, so sorted roots number the components in raster order.
+    first_voxels, component = np.unique(roots, return_inverse=True)
+    return VoxelComponents(flat_index, component.astype(np.int64).ravel(), int(first_voxels.size))
+
+
+def first_voxel_roots(count: int, source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """For nodes 0..count-1 joined by edges (source, target): each node's smallest connected node.
+
+    Every round hooks, across each edge whose ends still have different roots, the larger root
+    under the smaller one, then points every node straight at its root; a root only ever points
+    lower, so a component's smallest node stays its root.
+    """
+    parent = np.arange(count)
+    while source.size:
+        root_a, root_b = parent[source], parent[target]
+        differ = root_a != root_b
+        source, target, root_a, root_b = source[differ], target[differ], root_a[differ], root_b[differ]
+        if not source.size:
+            break
+        np.minimum.at(parent, np.maximum(root_a, root_b), np.minimum(root_a, root_b))
+        while True:
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                break
+            parent = grand
+    return parent
 
 
 def weighted_centroids(components: VoxelComponents, hu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
