@@ -165,7 +165,7 @@ def _check_spacing(source: Path, positions: np.ndarray, irregular: str) -> tuple
 
 
 def _read_pixels(path: Path, padding_to_air: bool) -> tuple[np.ndarray, dict]:
-    """Reads one slice in HU (float32); returns (hu, non-identifying header fields)."""
+    """Reads one slice in HU (int32 when the rescale is integral, else float32); returns (hu, header fields)."""
     import pydicom
 
     try:
@@ -177,7 +177,10 @@ def _read_pixels(path: Path, padding_to_air: bool) -> tuple[np.ndarray, dict]:
         raise InputError(path, f"expected a single 2D image per file, got pixel data of shape {stored.shape}")
     slope = float(ds.get("RescaleSlope", 1.0))
     intercept = float(ds.get("RescaleIntercept", 0.0))
-    hu = stored.astype(np.float32) * slope + intercept
+    if slope.is_integer() and intercept.is_integer():  # the usual CT case: exact in integers, no float pass
+        hu = stored.astype(np.int32) * int(slope) + int(intercept)
+    else:
+        hu = stored.astype(np.float32) * slope + intercept
     padding = ds.get("PixelPaddingValue")
     if padding_to_air and padding is not None:
         padding = int(padding)
@@ -215,8 +218,8 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None, irregul
     for s in stack.slices:
         hu_plane, fields = _read_pixels(s.path, padding_to_air)
         planes.append(hu_plane)
-    volume = np.stack(planes)
-    if not np.all(np.isfinite(volume)):
+    volume = np.stack(planes) if len({p.dtype for p in planes}) == 1 else np.stack(planes).astype(np.float32)
+    if volume.dtype.kind == "f" and not np.all(np.isfinite(volume)):
         raise InputError(source, "pixel data contain non-finite values")
     if padding_to_air:
         map_padding_to_air(volume)
@@ -247,6 +250,7 @@ def _resample_slices(volume: np.ndarray, positions: np.ndarray, spacing: float) 
 
 def _compact(volume: np.ndarray) -> np.ndarray:
     """int16 when every value is an integer in range (the usual CT case), else float32."""
-    if volume.min() >= -32768 and volume.max() <= 32767 and np.array_equal(volume, np.round(volume)):
+    in_range = volume.min() >= -32768 and volume.max() <= 32767
+    if in_range and (volume.dtype.kind in "iu" or np.array_equal(volume, np.round(volume))):
         return volume.astype(np.int16)
     return volume.astype(np.float32)
