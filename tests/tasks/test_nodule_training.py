@@ -52,12 +52,13 @@ def test_output_prior_and_cross_entropy_term(prior):
     from medcad.models import create
     from medcad.tasks.nodule_seg import book_segmentation_loss, set_output_prior
 
+    torch.manual_seed(0)
     model = create("nodule_unet2d", in_channels=7, width=4, depth=2)
     set_output_prior(model, prior)
-    model.eval()
-    with torch.no_grad():
+    model.train()  # as at the first training step: batch norm on batch statistics (in eval mode the
+    with torch.no_grad():  # fresh running statistics pass HU-sized activations on, 40 seeds: up to 129 % off)
         out = model(torch.randn(2, 7, 16, 16) * 300)
-    assert abs(float(out.mean()) - prior) < prior / 2
+    assert abs(float(out.mean()) - prior) < prior / 20  # 40 seeds: at most 0.3 % off
     prediction = torch.full((1, 1, 4, 4), 0.25)
     label = torch.zeros((1, 1, 4, 4))
     label[..., 0, 0] = 1
