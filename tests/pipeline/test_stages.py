@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -15,6 +17,8 @@ from medcad.models.store import ModelDescription
 from medcad.pipeline import classify, context_batch, extract_crops, group, threshold_mask, weighted_centroids
 from medcad.pipeline.backends import Predictor
 from medcad.pipeline.group import equivalent_diameter_mm, voxel_components
+
+GROUP_MODULE = importlib.import_module("medcad.pipeline.group")  # the package's `group` is the function
 from tests.pipeline.helpers import CLASSIFIER_PREPROCESSING
 
 
@@ -47,7 +51,9 @@ def random_blobs(seed: int, shape=(20, 30, 30)) -> tuple[np.ndarray, np.ndarray]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_grouping_equals_label_and_center_of_mass(seed):
+@pytest.mark.parametrize("dense_share", [1.0, 0.0])  # the sparse search, and cc3d for full masks
+def test_grouping_equals_label_and_center_of_mass(seed, dense_share, monkeypatch):
+    monkeypatch.setattr(GROUP_MODULE, "DENSE_SHARE", dense_share)
     mask, hu = random_blobs(seed)
     components = voxel_components(mask)
     reference, reference_count = ndimage.label(mask)
@@ -61,7 +67,9 @@ def test_grouping_equals_label_and_center_of_mass(seed):
 
 
 @pytest.mark.parametrize(("connectivity", "rank"), [(6, 1), (18, 2), (26, 3)])
-def test_components_of_every_connectivity_equal_scipy_label(connectivity, rank):
+@pytest.mark.parametrize("dense_share", [1.0, 0.0])  # the sparse search, and cc3d for full masks
+def test_components_of_every_connectivity_equal_scipy_label(connectivity, rank, dense_share, monkeypatch):
+    monkeypatch.setattr(GROUP_MODULE, "DENSE_SHARE", dense_share)
     rng = np.random.default_rng(connectivity)
     mask = rng.random((9, 11, 13)) > 0.85  # sparse enough that edges and corners decide joins
     mask[0, 0, 0] = mask[-1, -1, -1] = mask[0, -1, 0] = True  # components on the volume's corners
@@ -71,8 +79,9 @@ def test_components_of_every_connectivity_equal_scipy_label(connectivity, rank):
     np.testing.assert_array_equal(components.labels(mask.shape), reference)
 
 
-def test_a_serpentine_is_one_component():
+def test_a_serpentine_is_one_component(monkeypatch):
     """A path that turns back every row: union-find needs several rounds to join it."""
+    monkeypatch.setattr(GROUP_MODULE, "DENSE_SHARE", 1.0)  # the sparse search
     mask = np.zeros((1, 15, 15), dtype=bool)
     mask[0, ::2, :] = True
     mask[0, 1::4, -1] = mask[0, 3::4, 0] = True
