@@ -19,6 +19,8 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from medcad.errors import InputError
 from medcad.io.atomic import write_text_atomic
 
@@ -27,6 +29,8 @@ FORMAT_VERSION = 1
 CSV_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "probability", "malignancy_probability",
                "diameter_mm", "voxel_count", "index", "row", "col")
 _LUNA_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "probability")
+#: At most this many findings of a scan keep their voxels (LUNA16 scores the top 100 per scan too).
+MAX_MASKED_FINDINGS = 100
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,49 @@ class Finding:
             diameter_mm=float(candidate.diameter_mm),
             voxel_count=int(candidate.voxel_count),
         )
+
+
+@dataclass(frozen=True, eq=False)
+class FindingMasks:
+    """The voxels of the connected component each reported finding came from.
+
+    Label ``k`` (1-based) is finding ``k`` in the findings table's order (highest nodule
+    probability first); components never overlap, so one label map holds them all.
+
+    Attributes:
+        shape_irc: the scan's shape (z, y, x).
+        voxels: per finding, the ascending flat indices of its component's voxels in the scan.
+    """
+
+    shape_irc: tuple[int, int, int]
+    voxels: tuple[np.ndarray, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.voxels)
+
+    def label_map(self) -> np.ndarray:
+        """Labels (z, y, x), uint16: 0 background, k the voxels of finding k."""
+        labels = np.zeros(self.shape_irc, dtype=np.uint16)
+        for label, flat_index in enumerate(self.voxels, start=1):
+            labels.ravel()[flat_index] = label
+        return labels
+
+    def mask(self, label: int) -> np.ndarray:
+        """Boolean volume of finding ``label`` (1-based)."""
+        mask = np.zeros(self.shape_irc, dtype=bool)
+        mask.ravel()[self.voxels[label - 1]] = True
+        return mask
+
+    @classmethod
+    def from_label_map(cls, labels: np.ndarray) -> "FindingMasks":
+        """The inverse of :meth:`label_map` (labels 1..max; a missing label gives an empty set)."""
+        flat = labels.ravel()
+        where = np.flatnonzero(flat)
+        values = flat[where].astype(np.int64)
+        order = np.argsort(values, kind="stable")
+        bounds = np.searchsorted(values[order], np.arange(1, int(values.max(initial=0)) + 2))
+        return cls(tuple(int(v) for v in labels.shape),
+                   tuple(where[order[bounds[k]:bounds[k + 1]]] for k in range(len(bounds) - 1)))
 
 
 def findings_to_json(findings: list[Finding], series_uid: str | None = None, source: str | None = None) -> str:

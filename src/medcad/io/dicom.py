@@ -204,14 +204,7 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None, irregul
     source = Path(folder)
     if irregular not in ("refuse", "resample"):
         raise ValueError(f"irregular must be 'refuse' or 'resample', got {irregular!r}")
-    if source.is_file():
-        header = _read_header(source)
-        if header is None:
-            raise InputError(source, "not a DICOM image file")
-        chosen = [header]
-    else:
-        chosen = _choose_series(source, find_series(source), series_uid)
-    stack = _sort_slices(source, chosen)
+    stack = _series_stack(source, series_uid)
     slice_spacing, resample = _check_spacing(source, stack.positions_mm, irregular)
 
     planes, fields = [], {}
@@ -235,6 +228,27 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None, irregul
     geometry = VolumeGeometry(hu.shape, origin, (col_spacing, row_spacing, slice_spacing), stack.direction)
     return Scan(hu=hu, geometry=geometry, series_uid=stack.slices[0].series_uid, source=str(source),
                 metadata=fields)
+
+
+def _series_stack(source: Path, series_uid: str | None) -> _SliceStack:
+    """The chosen series' slices under ``source`` (a folder or one file), sorted along the normal."""
+    if source.is_file():
+        header = _read_header(source)
+        if header is None:
+            raise InputError(source, "not a DICOM image file")
+        chosen = [header]
+    else:
+        chosen = _choose_series(source, find_series(source), series_uid)
+    return _sort_slices(source, chosen)
+
+
+def series_slice_files(folder: str | Path, series_uid: str | None = None) -> list[Path]:
+    """The files of the series :func:`read_dicom_series` reads, in the Scan's slice (index) order.
+
+    What DICOM results (Segmentation, SR) reference: slice ``i`` of the Scan is ``files[i]``
+    (for a series read without resampling).
+    """
+    return [s.path for s in _series_stack(Path(folder), series_uid).slices]
 
 
 def _resample_slices(volume: np.ndarray, positions: np.ndarray, spacing: float) -> np.ndarray:

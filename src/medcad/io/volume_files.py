@@ -76,17 +76,27 @@ def write_volume_file(scan: Scan, path: str | Path, compress: bool | None = None
         compress: compress the voxel data; by default only .nii.gz is compressed (LUNA16-style
             .mhd/.raw stays memory-mappable).
     """
+    return write_array_file(scan.hu, scan.geometry, path, compress)
+
+
+def write_array_file(array: np.ndarray, geometry: VolumeGeometry, path: str | Path,
+                     compress: bool | None = None) -> Path:
+    """Writes any 3D array (z, y, x) on ``geometry`` (a label map, say) as :func:`write_volume_file` does."""
     import SimpleITK as sitk
 
     target = Path(path)
     suffix = volume_suffix(target)
     if suffix not in WRITE_SUFFIXES:
         raise InputError(target, f"unknown output format; use one of {', '.join(WRITE_SUFFIXES)}")
-    image = sitk.GetImageFromArray(np.ascontiguousarray(scan.hu))
-    image.SetOrigin(tuple(float(v) for v in scan.origin_xyz))
-    image.SetSpacing(tuple(float(v) for v in scan.spacing_xyz))
-    image.SetDirection(tuple(float(v) for v in scan.direction.ravel()))
+    if tuple(array.shape) != geometry.shape_irc:
+        raise ValueError(f"array shape {array.shape} does not match geometry {geometry.shape_irc}")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    image.SetOrigin(tuple(float(v) for v in geometry.origin_xyz))
+    image.SetSpacing(tuple(float(v) for v in geometry.spacing_xyz))
+    image.SetDirection(tuple(float(v) for v in geometry.direction.ravel()))
     use_compression = suffix == ".nii.gz" if compress is None else compress
+    if not target.parent.is_dir():
+        raise InputError(target, "the output folder does not exist")
     with atomic_dir_files(target.parent) as tmp:
         sitk.WriteImage(image, str(tmp / target.name), use_compression)
     return target

@@ -7,10 +7,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from medcad.findings import Candidate, Finding
+from medcad.findings import MAX_MASKED_FINDINGS, Candidate, Finding, FindingMasks
 from medcad.io.scan import Scan
 from medcad.pipeline.classify import classify
-from medcad.pipeline.group import group
+from medcad.pipeline.group import candidates_of, mask_components
 from medcad.pipeline.model_set import DetectModels
 from medcad.pipeline.region import LungRegion, lung_region
 from medcad.pipeline.segment import segment_masks
@@ -33,6 +33,8 @@ class Detection:
         cpu_seconds: CPU time of this process per stage (all threads).
         region: the lungs' windows the U-Net ran on and the candidate test (``lungs_only``), None
             for the whole scan.
+        masks: the voxels of the findings above ``detect``'s ``masks_above`` (at most
+            ``MAX_MASKED_FINDINGS``, the first findings of ``findings``); label k = ``findings[k - 1]``.
     """
 
     series_uid: str
@@ -41,6 +43,7 @@ class Detection:
     seconds: dict[str, float] = field(default_factory=dict)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     region: LungRegion | None = None
+    masks: FindingMasks | None = None
 
     def above(self, threshold: float) -> list[Finding]:
         """Findings with nodule probability above ``threshold``."""
@@ -49,7 +52,7 @@ class Detection:
 
 def detect(scan: Scan, models: DetectModels, segmentation_threshold: float = 0.5, erosion_iterations: int = 1,
            erosion: str = "3d", progress: Progress | None = None, core_threshold: float | None = None,
-           mirror_views: bool = False, lungs_only: bool = False) -> Detection:
+           mirror_views: bool = False, lungs_only: bool = False, masks_above: float | None = 0.5) -> Detection:
     """Runs the CAD chain on a scan with the book's semantics (see the stage modules).
 
     Args:
@@ -66,6 +69,9 @@ def detect(scan: Scan, models: DetectModels, segmentation_threshold: float = 0.5
         lungs_only: run the U-Net only in the lungs' windows and classify only candidates near
             the lungs (see :mod:`medcad.pipeline.region`; the whole scan when no lungs are
             found). Faster, and nothing outside the lungs is proposed; off in the book.
+        masks_above: keep the component voxels of the findings with nodule probability above
+            this (at most ``MAX_MASKED_FINDINGS``; the reported findings, so the probability
+            volume itself is never kept); None keeps none.
     """
     series_uid = scan.series_uid or _stem(scan.source)
     report = (lambda stage: (lambda done, total: progress(stage, done, total))) if progress else (lambda stage: None)
@@ -77,10 +83,11 @@ def detect(scan: Scan, models: DetectModels, segmentation_threshold: float = 0.5
                                    erosion_iterations, erosion, progress=report("segment"),
                                    region=region.windows if region else None)
     with clock("group"):
-        candidates = group(mask, scan.hu, scan.geometry, series_uid=series_uid, core=core)
+        components = mask_components(mask, core=core)
         del mask, core
-        if region:
-            candidates = [c for c in candidates if region.holds(c.center_irc)]
+        candidates = candidates_of(components, scan.hu, scan.geometry, series_uid=series_uid)
+        kept = [i for i, c in enumerate(candidates) if region.holds(c.center_irc)] if region else range(len(candidates))
+        candidates = [candidates[i] for i in kept]
     if progress:
         progress("group", len(candidates), len(candidates))
     with clock("classify"):
@@ -88,12 +95,17 @@ def detect(scan: Scan, models: DetectModels, segmentation_threshold: float = 0.5
         scores = classify(scan.hu, candidates, predictors, progress=report("classify"),
                           mirror_views=mirror_views) if candidates else []
 
-    findings = [
+    scored = [
         Finding.from_candidate(candidate, scores[0][i], scores[1][i] if len(scores) > 1 else None, series_uid)
         for i, candidate in enumerate(candidates)
     ]
-    findings.sort(key=lambda f: -f.nodule_prob)
-    return Detection(series_uid, candidates, findings, clock.wall, clock.cpu, region)
+    order = sorted(range(len(scored)), key=lambda i: -scored[i].nodule_prob)  # stable: ties keep label order
+    findings = [scored[i] for i in order]
+    masks = None
+    if masks_above is not None:
+        reported = [i for i in order if scored[i].nodule_prob > masks_above][:MAX_MASKED_FINDINGS]
+        masks = FindingMasks(scan.shape_irc, tuple(components.voxels_of([kept[i] for i in reported])))
+    return Detection(series_uid, candidates, findings, clock.wall, clock.cpu, region, masks)
 
 
 class StageClock:

@@ -43,6 +43,12 @@ class VoxelComponents:
     component: np.ndarray
     count: int
 
+    def voxels_of(self, components) -> list[np.ndarray]:
+        """The ascending flat indices of each listed component's voxels."""
+        order = np.argsort(self.component, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(np.bincount(self.component, minlength=self.count))])
+        return [self.flat_index[order[starts[c]:starts[c + 1]]] for c in components]
+
     def labels(self, shape) -> np.ndarray:
         """The dense label volume (0 background, components 1..count), as ``scipy.ndimage.label`` gives."""
         labels = np.zeros(shape, dtype=np.int32)
@@ -165,7 +171,17 @@ def group(mask: np.ndarray, hu: np.ndarray, geometry: VolumeGeometry, series_uid
         core: optional more certain part of the mask (e.g. probability > 0.99): components holding
             core voxels give one candidate per core component instead (:func:`split_by_cores`).
     """
-    components = voxel_components(mask, connectivity) if core is None else split_by_cores(mask, core, connectivity)
+    return candidates_of(mask_components(mask, connectivity, core), hu, geometry, series_uid)
+
+
+def mask_components(mask: np.ndarray, connectivity: int = 6, core: np.ndarray | None = None) -> VoxelComponents:
+    """The components :func:`group` makes candidates of (split by ``core`` when given)."""
+    return voxel_components(mask, connectivity) if core is None else split_by_cores(mask, core, connectivity)
+
+
+def candidates_of(components: VoxelComponents, hu: np.ndarray, geometry: VolumeGeometry,
+                  series_uid: str | None = None) -> list[Candidate]:
+    """One candidate per component, in component order (see :func:`group`)."""
     if components.count == 0:
         return []
     centres_irc, voxel_counts = weighted_centroids(components, hu)

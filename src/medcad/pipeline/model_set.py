@@ -10,7 +10,8 @@ e.g. written by ``medcad models import-dlwpt``)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from medcad.errors import InputError
@@ -22,12 +23,48 @@ ROLES = {"segmentation": "slice_context", "nodule": "crop3d", "malignancy": "cro
 
 
 @dataclass(frozen=True)
+class ModelIdentity:
+    """Which model ran in a role: what reports and DICOM results name as the algorithm.
+
+    Attributes:
+        role: ``segmentation``, ``nodule`` or ``malignancy``.
+        architecture: the registry name (e.g. ``nodule_unet2d``).
+        source: where the weights came from (the provenance's ``source`` / ``trained_by``, else the folder name).
+        sha256: SHA-256 of ``model.safetensors`` (hex).
+    """
+
+    role: str
+    architecture: str
+    source: str
+    sha256: str
+
+    def to_dict(self) -> dict:
+        return {"role": self.role, "architecture": self.architecture, "source": self.source, "sha256": self.sha256}
+
+
+def model_identity(folder: str | Path, role: str) -> ModelIdentity:
+    """The identity of the model stored in ``folder`` (hashes its weights file)."""
+    from medcad.models.store import WEIGHTS_NAME
+
+    root = Path(folder)
+    description = read_description(root)
+    digest = hashlib.sha256()
+    with (root / WEIGHTS_NAME).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    provenance = description.provenance
+    source = str(provenance.get("source") or provenance.get("trained_by") or root.name)
+    return ModelIdentity(role, description.name, source, digest.hexdigest())
+
+
+@dataclass(frozen=True)
 class DetectModels:
-    """Predictors for the three stages (malignancy optional)."""
+    """Predictors for the three stages (malignancy optional), and which models they are."""
 
     segmentation: Predictor
     nodule: Predictor
     malignancy: Predictor | None = None
+    identities: tuple[ModelIdentity, ...] = field(default_factory=tuple)
 
     @property
     def backend(self) -> str:
@@ -43,7 +80,7 @@ def load_detect_models(folder: str | Path, backend: str = "auto", device: str | 
     if not root.is_dir():
         raise InputError(root, "models folder not found (expected segmentation/ and nodule/ inside; "
                                "create them with `medcad models import-dlwpt`)")
-    loaded = {}
+    loaded, identities = {}, []
     for role, kind in ROLES.items():
         sub = root / role
         if not sub.exists():
@@ -56,9 +93,10 @@ def load_detect_models(folder: str | Path, backend: str = "auto", device: str | 
             raise InputError(sub, f"{description.name} is not a {role} model "
                                   f"(its input is {found!r}, the {role} stage needs {kind!r})")
         loaded[role] = load_predictor(sub, backend=backend, device=device, threads=threads)
+        identities.append(model_identity(sub, role))
     if "malignancy" in loaded:
         crops = [loaded[role].description.preprocessing.get("crop_irc") for role in ("nodule", "malignancy")]
         if crops[0] != crops[1]:
             raise InputError(root / "malignancy", f"takes {crops[1]} crops, the nodule model {crops[0]}: "
                                                   "both classify the same crops")
-    return DetectModels(**loaded)
+    return DetectModels(**loaded, identities=tuple(identities))
