@@ -95,8 +95,6 @@ def write_array_file(array: np.ndarray, geometry: VolumeGeometry, path: str | Pa
     image.SetSpacing(tuple(float(v) for v in geometry.spacing_xyz))
     image.SetDirection(tuple(float(v) for v in geometry.direction.ravel()))
     use_compression = suffix == ".nii.gz" if compress is None else compress
-    if not target.parent.is_dir():
-        raise InputError(target, "the output folder does not exist")
     with atomic_dir_files(target.parent) as tmp:
         sitk.WriteImage(image, str(tmp / target.name), use_compression)
     return target
