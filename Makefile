@@ -11,7 +11,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 DEMO_DIR ?= demo_out
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test test-fast install clean system-packages
 
 $(VENV)/.installed-base: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,16 +25,20 @@ $(VENV)/.installed-test: $(VENV)/.installed-base
 
 install: $(VENV)/.installed-base
 
+# Chromium, chromium-driver and dicom3tools for the report and DICOM tests (only what is missing).
+system-packages:
+	bash tools/system_packages.sh
+
 demo: $(VENV)/.installed-base
 	$(VENV)/bin/medcad demo --out $(DEMO_DIR)
 
 # The whole suite, slow end-to-end runs included (CI runs this); `pending` marks checks of
 # unfinished work that are known to fail.
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test system-packages
 	$(PY) -m pytest -m "not pending" -n $(PYTEST_WORKERS) --dist loadgroup
 
 # The quick default suite.
-test-fast: $(VENV)/.installed-test
+test-fast: $(VENV)/.installed-test system-packages
 	$(PY) -m pytest -n $(PYTEST_WORKERS)
 
 clean:

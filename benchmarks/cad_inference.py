@@ -13,6 +13,10 @@ Each side runs in its own child process (so each has its own peak RSS and start-
   on crops cut one candidate at a time (xyz -> rounded irc, the book's shifting window), batches
   of 4.
 
+The outputs a person reads (``--masks`` label map, ``--report`` HTML, ``--dicom-out`` SEG + SR) are
+timed twice: inside the medcad child after ``detect`` (per output, on the same detection), and as a
+second CLI run with all three options against the plain one (end to end, noisier).
+
 Prints per stage: wall seconds, CPU seconds (all threads of the process; on a shared machine wall
 time includes waiting for other processes), the ratio book / medcad, peak RSS and the candidate
 and finding counts (both sides must agree). ``--stack 300`` repeats the scan's slices to 300
@@ -50,10 +54,24 @@ def run_medcad_stages(scan_path: str, models: str, stack: int, lungs_only: bool 
     result = detect(scan, detect_models, lungs_only=lungs_only)
     timer.wall.update(result.seconds)
     timer.cpu.update(result.cpu_seconds)
-    return {"seconds": timer.wall, "cpu": timer.cpu, "candidates": len(result.candidates),
+    outputs = {} if stack else _time_outputs(scan_path, scan, result, detect_models)
+    return {"seconds": timer.wall, "cpu": timer.cpu, "outputs": outputs, "candidates": len(result.candidates),
             "findings": len(result.above(0.5)), "backend": detect_models.backend,
             "top_xyz": [list(f.center_xyz) for f in result.above(0.5)],
             "share": result.region.share() if result.region else 1.0, "margin_mm": LUNG_MARGIN_MM}
+
+
+def _time_outputs(scan_path: str, scan, result, detect_models) -> dict:
+    """Seconds of each output of ``detect --masks --report --dicom-out`` on this detection."""
+    from medcad.reports.outputs import OutputTargets, is_dicom_input, write_outputs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dicom = Path(scan_path) if is_dicom_input(Path(scan_path)) else None
+        targets = OutputTargets(masks=Path(tmp) / "masks.nii.gz", report=Path(tmp) / "report.html",
+                                dicom_dir=Path(tmp) / "dicom" if dicom else None)
+        written = write_outputs(targets, scan, result.above(0.5), result.masks, detect_models.identities,
+                                threshold=0.5, dicom_series=dicom)
+        return {**written.seconds, "report_mb": written.paths["report"].stat().st_size / 1e6}
 
 
 def run_book_way(scan_path: str, models: str, stack: int) -> dict:
@@ -187,6 +205,10 @@ def report(args, models: str, tmp: Path) -> None:
         _, cli_wall, cli_rss = _child(cli)
         rows["cli"] = (cli_wall, cli_rss)
         _, rows["cli-lungs"], _ = _child([*cli, "--lungs-only"])
+        outputs = ["--masks", str(tmp / "masks.nii.gz"), "--report", str(tmp / "report")]
+        if Path(args.scan).is_dir():
+            outputs += ["--dicom-out", str(tmp / "dicom")]
+        _, rows["cli-outputs"], _ = _child([*cli, *outputs])
     medcad, medcad_wall, medcad_rss = _child(me)
     lungs, _, lungs_rss = _child([__file__, "--worker", "medcad-lungs", *common])
     book = book_wall = book_rss = None
@@ -227,6 +249,15 @@ def report(args, models: str, tmp: Path) -> None:
         for name, wall in (("medcad detect", cli_wall), ("medcad detect --lungs-only", rows["cli-lungs"])):
             print(f"{name} CLI, end to end: {wall:.2f} s"
                   + (f" (book way / CLI: {book_wall / wall:.1f}x)" if book else ""))
+    if medcad["outputs"]:
+        detect_seconds = sum(medcad["seconds"].get(stage, 0.0) for stage in ("segment", "group", "classify"))
+        spent = {k: v for k, v in medcad["outputs"].items() if k != "report_mb"}
+        print("outputs after detect (library): " + ", ".join(f"{k} {v:.2f} s" for k, v in spent.items())
+              + f"; together {sum(spent.values()):.2f} s = {sum(spent.values()) / detect_seconds:.1%} of detect's "
+              f"{detect_seconds:.1f} s; report {medcad['outputs']['report_mb']:.1f} MB")
+    if cli_wall is not None:
+        print(f"medcad detect CLI with {' '.join(o for o in outputs if o.startswith('--'))}: {rows['cli-outputs']:.2f} s"
+              f" against {cli_wall:.2f} s without (+{rows['cli-outputs'] / cli_wall - 1:.0%})")
     print(f"peak RSS GiB: medcad {medcad_rss:.2f}, --lungs-only {lungs_rss:.2f}"
           + ("" if book is None else f", book way {book_rss:.2f}")
           + ("" if cli_wall is None else f", medcad detect CLI {rows['cli'][1]:.2f}"))

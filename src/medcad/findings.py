@@ -3,7 +3,7 @@
 ``medcad detect`` writes findings; ``medcad evaluate`` reads them. Two formats, one content:
 
 - JSON: ``{"format": "medcad-findings", "version": 1, "series_uid": ..., "source": ...,
-  "findings": [{"series_uid", "center_xyz", "center_irc", "nodule_prob", "malignancy_prob",
+  "models": [{"role", "architecture", "source", "sha256"}, ...] (optional), "findings": [{"series_uid", "center_xyz", "center_irc", "nodule_prob", "malignancy_prob",
   "diameter_mm", "voxel_count"}, ...]}``.
 - CSV: the LUNA16 submission columns ``seriesuid,coordX,coordY,coordZ,probability`` (so the file
   also goes into the LUNA16 evaluation script as it is) plus ``malignancy_probability,
@@ -16,6 +16,7 @@ import csv
 import io as _io
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -88,6 +89,23 @@ class Finding:
         )
 
 
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which model ran in a role: what reports and DICOM results name as the algorithm.
+
+    Attributes:
+        role: ``segmentation``, ``nodule`` or ``malignancy``.
+        architecture: the registry name (e.g. ``nodule_unet2d``).
+        source: where the weights came from (the provenance's ``source`` / ``trained_by``, else the folder name).
+        sha256: SHA-256 of ``model.safetensors`` (hex).
+    """
+
+    role: str
+    architecture: str
+    source: str
+    sha256: str
+
+
 @dataclass(frozen=True, eq=False)
 class FindingMasks:
     """The voxels of the connected component each reported finding came from.
@@ -131,13 +149,15 @@ class FindingMasks:
                    tuple(where[order[bounds[k]:bounds[k + 1]]] for k in range(len(bounds) - 1)))
 
 
-def findings_to_json(findings: list[Finding], series_uid: str | None = None, source: str | None = None) -> str:
+def findings_to_json(findings: list[Finding], series_uid: str | None = None, source: str | None = None,
+                     models: Sequence[ModelIdentity] = ()) -> str:
     """Serialises findings of one scan (or several) to the JSON format."""
     return json.dumps({
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "series_uid": series_uid,
         "source": source,
+        "models": [asdict(m) for m in models],
         "findings": [asdict(f) for f in findings],
     }, indent=1)
 
@@ -159,12 +179,12 @@ def findings_to_csv(findings: list[Finding]) -> str:
 
 
 def write_findings(path: str | Path, findings: list[Finding], series_uid: str | None = None,
-                   source: str | None = None) -> Path:
-    """Writes findings atomically as .json or .csv (by suffix)."""
+                   source: str | None = None, models: Sequence[ModelIdentity] = ()) -> Path:
+    """Writes findings atomically as .json or .csv (by suffix; only JSON names the models)."""
     target = Path(path)
     suffix = target.suffix.lower()
     if suffix == ".json":
-        write_text_atomic(target, findings_to_json(findings, series_uid, source))
+        write_text_atomic(target, findings_to_json(findings, series_uid, source, models))
     elif suffix == ".csv":
         write_text_atomic(target, findings_to_csv(findings))
     else:
@@ -175,6 +195,19 @@ def write_findings(path: str | Path, findings: list[Finding], series_uid: str | 
 def read_findings(path: str | Path) -> list[Finding]:
     """Reads a findings file (.json from medcad, or .csv in medcad's / LUNA16's submission format)."""
     return _read_file(Path(path))[1]
+
+
+def read_findings_models(path: str | Path) -> list[ModelIdentity]:
+    """The models a JSON findings file names (none for a CSV or an older JSON file)."""
+    source = Path(path)
+    if source.suffix.lower() != ".json":
+        return []
+    _read_file(source)  # the same checks and errors as the findings
+    try:
+        return [ModelIdentity(str(m["role"]), str(m["architecture"]), str(m["source"]), str(m["sha256"]))
+                for m in json.loads(source.read_text()).get("models", [])]
+    except (KeyError, TypeError, AttributeError) as error:
+        raise InputError(source, f"malformed models list ({error})") from error
 
 
 def read_findings_folder(path: str | Path) -> list[Finding]:

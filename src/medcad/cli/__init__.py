@@ -32,10 +32,10 @@ def _register() -> None:
     from medcad.cli import data, evaluate_images, predict, train
     from medcad.cli import locate, train_l3
     from medcad.cli import preprocess, volume_cls
-    from medcad.cli import cache
+    from medcad.cli import cache, report
 
     for module in (info, demo, evaluate, synth, detect, models, data, train, predict, evaluate_images, train_l3, locate,
-                   preprocess, volume_cls, cache):
+                   preprocess, volume_cls, cache, report):
         module.register(app)
 
 

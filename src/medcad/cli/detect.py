@@ -40,6 +40,17 @@ def detect(
     backend: str = typer.Option("auto", "--backend", help="auto (GPU: PyTorch; CPU: ONNX Runtime for the U-Net, "
                                                           "PyTorch for the classifiers), onnx or torch."),
     series: str = typer.Option(None, "--series", help="SeriesInstanceUID when a DICOM folder holds several."),
+    masks: Path = typer.Option(None, "--masks",
+                               help="Label map of the findings on the scan's grid (.nii.gz, .nrrd, .mhd, ...; label k = "
+                                    "finding k of the table, at most 100); in batch mode a folder (<uid>.nii.gz each)."),
+    report: Path = typer.Option(None, "--report",
+                                help="Folder for the HTML report (<uid>.html: views, table, 3D viewer; opens offline); "
+                                     "in batch mode one per scan and index.html."),
+    dicom_out: Path = typer.Option(None, "--dicom-out",
+                                   help="Folder for a DICOM Segmentation (seg.dcm) and a TID 1500 Structured Report "
+                                        "(sr.dcm) of the findings; needs a DICOM series as input."),
+    annotations: Path = typer.Option(None, "--annotations",
+                                     help="LUNA16 annotations.csv: the report draws the reference nodules, hit or missed."),
 ) -> None:
     """Find lung nodules: segment, group, classify; print the findings and write them."""
     from rich.console import Console
@@ -58,12 +69,14 @@ def detect(
 
     erosion_axes(erosion)  # bad values fail before any model loads
     check_core_threshold(seg_threshold, core_threshold)
+    _check_output_options(scan_path, bool(batch), masks, report, dicom_out)
+    references = _read_references(annotations)
     detect_models = load_detect_models(models, backend=backend)
-    failed = []
+    failed, summaries = [], []
     for path in batch or [scan_path]:
         try:
-            detection = _detect_one(console, path, series, detect_models, seg_threshold, erosion, core_threshold,
-                                    mirror_views, lungs_only)
+            scan, detection = _detect_one(console, path, series, detect_models, seg_threshold, erosion, core_threshold,
+                                          mirror_views, lungs_only, threshold)
         except MedcadError as error:
             if not batch:
                 raise
@@ -76,15 +89,71 @@ def detect(
         if target is not None:
             from medcad.findings import write_findings
 
-            write_findings(target, findings, series_uid=detection.series_uid, source=str(path))
+            write_findings(target, findings, series_uid=detection.series_uid, source=str(path),
+                           models=detect_models.identities)
             console.print(f"wrote {target} ({len(findings)} {'candidates' if all_candidates else 'findings'})")
+        uid = detection.series_uid
+        targets = _targets(uid, bool(batch), masks, report, dicom_out)
+        if targets:
+            from medcad.reports.outputs import write_outputs
+
+            written = write_outputs(targets, scan, detection.above(threshold), detection.masks,
+                                    detect_models.identities, references.for_series(uid) if references else (),
+                                    threshold, dicom_series=path if dicom_out is not None else None)
+            _print_written(console, written)
+            if written.report is not None:
+                summaries.append(written.report)
+    if batch and report is not None and summaries:
+        from medcad.reports.html_report import write_report_index
+
+        console.print(f"wrote {write_report_index(report, summaries)}")
     if failed:
         raise MedcadError(f"{len(failed)} of {len(batch)} scans could not be read: {', '.join(failed)}")
 
 
+def _check_output_options(scan_path: Path, batch: bool, masks: Path | None, report: Path | None,
+                          dicom_out: Path | None) -> None:
+    """Bad output options fail before any model loads (one line, nothing written)."""
+    from medcad.errors import InputError
+    from medcad.reports.outputs import check_mask_file, check_output_folder, is_dicom_input
+
+    if masks is not None:
+        check_output_folder(masks, "--masks") if batch else check_mask_file(masks)
+    if report is not None:
+        check_output_folder(report, "--report")
+    if dicom_out is not None:
+        if batch or not is_dicom_input(scan_path):
+            raise InputError(scan_path, "--dicom-out needs a DICOM series (a DICOM folder or file) as input; "
+                                        "for other formats use --masks for the label map")
+        check_output_folder(dicom_out, "--dicom-out")
+
+
+def _read_references(annotations: Path | None):
+    if annotations is None:
+        return None
+    from medcad.io.luna import read_annotations
+
+    return read_annotations(annotations)
+
+
+def _targets(uid: str, batch: bool, masks: Path | None, report: Path | None, dicom_out: Path | None):
+    from medcad.reports.outputs import BATCH_MASK_SUFFIX, OutputTargets
+
+    return OutputTargets(masks=(masks / f"{uid}{BATCH_MASK_SUFFIX}" if batch else masks) if masks else None,
+                         report=report / f"{uid}.html" if report else None, dicom_dir=dicom_out)
+
+
+def _print_written(console, written) -> None:
+    for name, target in written.paths.items():
+        console.print(f"wrote {target} ({name.replace('_', ' ')})")
+    if written.seconds:
+        console.print("  " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in written.seconds.items()))
+
+
 def _detect_one(console, path: Path, series: str | None, detect_models, seg_threshold: float, erosion: str,
-                core_threshold: float | None = None, mirror_views: bool = False, lungs_only: bool = False):
-    """Reads one scan and runs the CAD with a progress bar per stage."""
+                core_threshold: float | None = None, mirror_views: bool = False, lungs_only: bool = False,
+                masks_above: float | None = 0.5):
+    """Reads one scan and runs the CAD with a progress bar per stage; returns (scan, detection)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from medcad.io import read_scan
@@ -103,14 +172,15 @@ def _detect_one(console, path: Path, series: str | None, detect_models, seg_thre
             progress.update(tasks[stage], completed=done if total else 1)
 
         detection = detect(scan, detect_models, segmentation_threshold=seg_threshold, erosion=erosion, progress=report,
-                           core_threshold=core_threshold, mirror_views=mirror_views, lungs_only=lungs_only)
+                           core_threshold=core_threshold, mirror_views=mirror_views, lungs_only=lungs_only,
+                           masks_above=masks_above)
     timing = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in detection.seconds.items())
     console.print(f"{path.name}: {len(detection.candidates)} candidates ({timing}; backend {detect_models.backend})")
     if lungs_only:
         region = detection.region
         console.print(f"  U-Net ran on {region.share():.0%} of the scan (the lungs' windows)" if region
                       else "  U-Net ran on the whole scan (no lungs found)")
-    return detection
+    return scan, detection
 
 
 def _print_findings(console, detection, threshold: float) -> None:

@@ -73,7 +73,7 @@ def detect(scan: Scan, models: DetectModels, segmentation_threshold: float = 0.5
             this (at most ``MAX_MASKED_FINDINGS``; the reported findings, so the probability
             volume itself is never kept); None keeps none.
     """
-    series_uid = scan.series_uid or _stem(scan.source)
+    series_uid = scan.series_uid or scan_name(scan.source)
     report = (lambda stage: (lambda done, total: progress(stage, done, total))) if progress else (lambda stage: None)
     clock = StageClock()
 
@@ -123,7 +123,7 @@ class StageClock:
         self.cpu[stage] = time.process_time() - cpu
 
 
-def _stem(source: str | None) -> str:
+def scan_name(source: str | None) -> str:
     """A name for a scan without a series UID: its file name without the volume suffix."""
     from pathlib import Path
 

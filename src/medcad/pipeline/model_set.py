@@ -15,31 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medcad.errors import InputError
+from medcad.findings import ModelIdentity
 from medcad.models.store import read_description
 from medcad.pipeline.backends import Predictor, load_predictor
 
 #: Sub-folder -> the preprocessing kind the stage needs.
 ROLES = {"segmentation": "slice_context", "nodule": "crop3d", "malignancy": "crop3d"}
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """Which model ran in a role: what reports and DICOM results name as the algorithm.
-
-    Attributes:
-        role: ``segmentation``, ``nodule`` or ``malignancy``.
-        architecture: the registry name (e.g. ``nodule_unet2d``).
-        source: where the weights came from (the provenance's ``source`` / ``trained_by``, else the folder name).
-        sha256: SHA-256 of ``model.safetensors`` (hex).
-    """
-
-    role: str
-    architecture: str
-    source: str
-    sha256: str
-
-    def to_dict(self) -> dict:
-        return {"role": self.role, "architecture": self.architecture, "source": self.source, "sha256": self.sha256}
 
 
 def model_identity(folder: str | Path, role: str) -> ModelIdentity:
