@@ -93,3 +93,34 @@ def test_weights_of_another_architecture_are_refused(tmp_path):
                ModelDescription("nodule_unet2d", {"depth": 3, "width": 4}, SEGMENTER_PREPROCESSING))
     with pytest.raises(InputError, match="weights do not fit the nodule_unet2d architecture"):
         load_detect_models(tmp_path, backend="onnx")
+
+
+def test_masks_hold_each_reported_findings_component(models):
+    """Label k = finding k: its voxels are the eroded sphere the finding's centre and count came from."""
+    blobs = ((10, 20, 20), (30, 40, 44), (20, 50, 12))
+    scan = scan_with_blobs(shape=(40, 64, 64), blobs=blobs, radius=3.5)
+    result = detect(scan, models, masks_above=0.0)
+    assert len(result.masks) == len(result.findings) == 3
+    labels = result.masks.label_map()
+    assert labels.dtype == np.uint16 and labels.max() == 3
+    for k, finding in enumerate(result.findings, start=1):
+        voxels = np.argwhere(labels == k)
+        assert len(voxels) == finding.voxel_count
+        np.testing.assert_allclose(voxels.mean(axis=0), finding.center_irc, atol=1e-6)  # uniform HU: same centre
+        assert np.all(scan.hu[labels == k] == 800)
+    again = type(result.masks).from_label_map(labels)
+    assert all(np.array_equal(a, b) for a, b in zip(again.voxels, result.masks.voxels))
+
+
+def test_masks_follow_the_threshold_and_the_lungs_only_filter(models):
+    scan = scan_with_blobs(shape=(40, 64, 64), blobs=((10, 20, 20), (30, 40, 44)), radius=3.5)
+    everything = detect(scan, models, masks_above=0.0)
+    top = everything.findings[0].nodule_prob
+    above_top = detect(scan, models, masks_above=top)
+    assert len(above_top.masks) == 0
+    assert detect(scan, models, masks_above=None).masks is None
+    between = (everything.findings[0].nodule_prob + everything.findings[1].nodule_prob) / 2
+    one = detect(scan, models, masks_above=between)
+    assert everything.findings[0].nodule_prob > everything.findings[1].nodule_prob  # two blobs, two scores
+    assert len(one.masks) == 1
+    np.testing.assert_array_equal(one.masks.voxels[0], everything.masks.voxels[0])
