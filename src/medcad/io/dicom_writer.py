@@ -40,6 +40,7 @@ def write_dicom_series(scan: Scan, folder: str | Path, series_uid: str | None = 
 
     uid = series_uid or scan.series_uid or derived_uid(f"series:{scan.source}")
     study_uid = derived_uid(f"study:{uid}")
+    frame_of_reference_uid = derived_uid(f"frame-of-reference:{uid}")
     hu = np.asarray(scan.hu)
     if not np.issubdtype(hu.dtype, np.integer):
         hu = np.rint(hu)
@@ -61,6 +62,8 @@ def write_dicom_series(scan: Scan, folder: str | Path, series_uid: str | None = 
             ds.SOPInstanceUID = sop_uid
             ds.StudyInstanceUID = study_uid
             ds.SeriesInstanceUID = uid
+            ds.FrameOfReferenceUID = frame_of_reference_uid  # CT images must have one; DICOM results reference it
+            ds.PositionReferenceIndicator = ""
             ds.Modality = "CT"
             ds.SeriesDescription = series_description
             ds.PatientID = "PHANTOM"
