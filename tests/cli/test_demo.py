@@ -31,6 +31,11 @@ def test_demo_trains_detects_and_reports_froc(tmp_path):
     for role in ("segmentation", "nodule", "malignancy"):
         assert (tmp_path / "models" / role / "model.safetensors").is_file()
     assert (tmp_path / "evaluation" / "froc.png").stat().st_size > 10_000
+    # reports of the first test scans, linked from an index
+    reports = sorted(p.name[: -len(".html")] for p in (tmp_path / "report").glob("*.html") if p.name != "index.html")
+    assert reports == sorted(splits["test"])[:6]
+    index = (tmp_path / "report" / "index.html").read_text()
+    assert all(f'href="{uid}.html"' in index for uid in reports)
 
 
 def test_the_documented_classifier_config_is_the_demos_recipe():

@@ -60,6 +60,9 @@ DEMO_CORE_THRESHOLD = 0.99
 #: junctions; averaging the views the classifier was trained on steadies the ranking. Costs
 #: about 1 s a scan here.
 DEMO_MIRROR_VIEWS = True
+#: Test scans that get an HTML report (``demo_out/report/index.html``); each report holds the
+#: viewer and the volume (a few MB), so not all 48.
+DEMO_REPORT_SCANS = 6
 
 
 def register(app: typer.Typer) -> None:
@@ -119,7 +122,7 @@ def _train_demo(out: Path, scans: int, epochs_scale: float) -> None:
     _stage(console, "training", started)
     models = _train_models(console, cohort, out, epochs_scale, cache, splits)
     _stage(console, "detecting on the held-out test scans", started)
-    findings = _detect_test_scans(cohort, splits["test"], cache, models, out / "findings")
+    findings = _detect_test_scans(cohort, splits["test"], cache, models, out / "findings", out / "masks")
     _stage(console, "evaluating", started)
     from medcad.cli.evaluate import evaluate
 
@@ -131,6 +134,8 @@ def _train_demo(out: Path, scans: int, epochs_scale: float) -> None:
     document = json.loads((evaluation_dir / "evaluation.json").read_text())
     froc = document["froc"]
     at_four = froc["sensitivity"][list(froc["fp_rates"]).index(4.0)]
+    _stage(console, f"reports of {DEMO_REPORT_SCANS} test scans", started)
+    _report_test_scans(cohort, findings, out / "masks", out / "report")
     console.print(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min")
     typer.echo(f"FROC sensitivity at 4 FP/scan: {at_four:.2f} (CPM: {froc['cpm']:.2f})")
 
@@ -179,8 +184,8 @@ def _train_models(console, cohort: Path, out: Path, scale: float, cache, splits)
     return models
 
 
-def _detect_test_scans(cohort: Path, test_uids, cache, models: Path, findings: Path) -> Path:
-    """``medcad detect`` over a folder linking the test scans; returns the findings folder."""
+def _detect_test_scans(cohort: Path, test_uids, cache, models: Path, findings: Path, masks: Path) -> Path:
+    """``medcad detect`` over a folder linking the test scans (label maps into ``masks``); returns the findings folder."""
     import os
     import shutil
 
@@ -194,8 +199,28 @@ def _detect_test_scans(cohort: Path, test_uids, cache, models: Path, findings: P
         for sibling in source.parent.glob(uid + ".*"):
             os.symlink(sibling.resolve(), test_dir / sibling.name)
     shutil.rmtree(findings, ignore_errors=True)
+    shutil.rmtree(masks, ignore_errors=True)
     detect(test_dir, models=models, threshold=0.5, seg_threshold=DEMO_SEG_THRESHOLD, erosion=DEMO_EROSION,
            core_threshold=DEMO_CORE_THRESHOLD, mirror_views=DEMO_MIRROR_VIEWS, out=findings,
-           file_format="json",
-           all_candidates=True, backend="auto", series=None)
+           file_format="json", all_candidates=True, backend="auto", series=None, masks=masks, report=None,
+           dicom_out=None, annotations=None)
     return findings
+
+
+def _report_test_scans(cohort: Path, findings: Path, masks: Path, out: Path) -> None:
+    """``medcad report`` on the first ``DEMO_REPORT_SCANS`` test scans, with their reference nodules."""
+    import os
+    import shutil
+
+    from medcad.cli.report import report
+
+    test_dir = cohort.parent / "test_scans"
+    chosen = cohort.parent / "report_scans"
+    shutil.rmtree(chosen, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    chosen.mkdir(parents=True)
+    for header in sorted(test_dir.glob("*.mhd"))[:DEMO_REPORT_SCANS]:
+        for sibling in test_dir.glob(header.stem + ".*"):
+            os.symlink(sibling.resolve(), chosen / sibling.name)
+    report(chosen, findings, out=out, masks=masks, annotations=cohort / "annotations.csv", threshold=0.5,
+           dicom_out=None, series=None)
