@@ -91,3 +91,14 @@ def test_a_label_map_of_another_grid_is_refused(models_dir, scans, tmp_path):
     result = medcad("report", scans / "one.nrrd", out, "--masks", tmp_path / "one.nii.gz", "--out", tmp_path / "r",
                     check=False)
     assert result.returncode == 2 and "does not match the scan" in result.stderr
+
+
+def test_a_scan_without_findings_gets_a_report_that_says_so(models_dir, tmp_path):
+    from medcad.io import Scan
+
+    write_scan(Scan.from_array(np.full((8, 32, 32), -1000, dtype=np.int16)), tmp_path / "air.nii.gz")
+    run("detect", tmp_path / "air.nii.gz", "--models", models_dir, "--out", tmp_path / "air.json",
+        "--masks", tmp_path / "air_masks.nii.gz", "--report", tmp_path / "report")
+    page = (tmp_path / "report" / "air.html").read_text()
+    assert "No findings above the threshold" in page and 'data-finding="' not in page
+    assert int(read_scan(tmp_path / "air_masks.nii.gz", padding_to_air=False).hu.max()) == 0

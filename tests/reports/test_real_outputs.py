@@ -140,3 +140,30 @@ def test_the_seg_frames_lie_on_their_source_slices(outputs, findings, lidc_dir, 
         assert np.allclose(position, position_of[source_uid], atol=1e-3)
         segment = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
         np.testing.assert_array_equal(pixels[frame].astype(bool), labels[slice_of[source_uid]] == segment)
+
+
+def test_the_report_opens_in_a_browser_and_jumps_to_each_finding(outputs, findings, lidc_scan):
+    from selenium.webdriver.common.by import By
+
+    from tests.reports.test_html_report import _driver, _open, _severe
+
+    (page,) = (outputs / "report").glob("*.html")
+    driver = _driver()
+    try:
+        _open(driver, page)
+        assert driver.execute_script("return document.body.dataset.viewerReady") == "1"
+        assert _severe(driver) == []
+        rows = driver.find_elements(By.CSS_SELECTOR, "#findings-table tbody tr")
+        assert len(rows) == len(findings) == 7
+        for k in (3, 1):
+            driver.find_element(By.CSS_SELECTOR, f'#findings-table tbody tr[data-finding="{k}"]').click()
+            assert driver.execute_script("return window.medcadViewer.currentFinding()") == k
+            crosshair = np.asarray(driver.execute_script("return window.medcadViewer.crosshairMM()"))
+            # the viewer's volume is reduced in-plane (~1.4 mm): within two of its voxels
+            assert np.all(np.abs(crosshair - findings[k - 1].center_xyz) <= 2 * np.array([1.41, 1.41, 2.5])), k
+            assert driver.execute_script("return window.medcadViewer.valuesAtCrosshair()")["label"] == k
+        text = driver.find_element(By.TAG_NAME, "body").text
+        assert "hit" in text  # the LUNA16 nodule of this scan is hit by finding 1
+        assert _severe(driver) == []
+    finally:
+        driver.quit()
