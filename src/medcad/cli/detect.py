@@ -114,18 +114,15 @@ def detect(
 def _check_output_options(scan_path: Path, batch: bool, masks: Path | None, report: Path | None,
                           dicom_out: Path | None) -> None:
     """Bad output options fail before any model loads (one line, nothing written)."""
-    from medcad.errors import InputError
-    from medcad.reports.outputs import check_mask_file, check_output_folder, is_dicom_input
+    from medcad.io.atomic import check_output_folder
+    from medcad.reports.outputs import check_dicom_target, check_mask_file
 
     if masks is not None:
         check_output_folder(masks, "--masks") if batch else check_mask_file(masks)
     if report is not None:
         check_output_folder(report, "--report")
     if dicom_out is not None:
-        if batch or not is_dicom_input(scan_path):
-            raise InputError(scan_path, "--dicom-out needs a DICOM series (a DICOM folder or file) as input; "
-                                        "for other formats use --masks for the label map")
-        check_output_folder(dicom_out, "--dicom-out")
+        check_dicom_target(scan_path, dicom_out, batch)
 
 
 def _read_references(annotations: Path | None):

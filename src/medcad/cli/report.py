@@ -38,17 +38,16 @@ def report(
     from medcad.cli.detect import _print_written, _read_references
     from medcad.errors import InputError
     from medcad.io.volume_files import volume_suffix
-    from medcad.reports.outputs import check_output_folder, is_dicom_input
+    from medcad.io.atomic import check_output_folder
+    from medcad.reports.outputs import check_dicom_target
 
     console = Console()
     batch = sorted(p for p in scan_path.iterdir() if volume_suffix(p)) if scan_path.is_dir() else []
     check_output_folder(out, "--out")
     if dicom_out is not None:
-        if batch or not is_dicom_input(scan_path):
-            raise InputError(scan_path, "--dicom-out needs a DICOM series (a DICOM folder or file) as input")
         if masks is None:
             raise InputError(None, "--dicom-out needs --masks (the label map from medcad detect --masks)")
-        check_output_folder(dicom_out, "--dicom-out")
+        check_dicom_target(scan_path, dicom_out, bool(batch))
     if batch and not findings_path.is_dir():
         raise InputError(findings_path, "batch mode (a folder of scans) needs a folder of findings files")
     references = _read_references(annotations)

@@ -51,6 +51,27 @@ def atomic_dir_files(folder: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def check_output_folder(path: str | Path, what: str) -> Path:
+    """Fails now, with one line naming ``path``, when it cannot be (or become) a folder to write in.
+
+    Nothing is created: a command checks its outputs before any work, and a bad one leaves nothing.
+    ``what`` names the output in the message (e.g. ``"--report"``).
+    """
+    from medcad.errors import InputError
+
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise InputError(target, f"{what} must be a folder, and this is a file")
+    ancestor = target
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(target, f"{what}: {ancestor} is a file, so the folder cannot be created")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(target, f"{what}: the folder {ancestor} is not writable")
+    return target
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -152,6 +152,13 @@ def squared_distances(nodules: Sequence[Located], findings: Sequence[Located]) -
     return (delta**2).sum(axis=-1)
 
 
+def hit_matrix(nodules: Sequence[Sized], findings: Sequence[Located]) -> np.ndarray:
+    """(n_nodules, n_findings) bool, the LUNA16 rule: a finding hits a nodule when its centre lies
+    closer than the nodule's radius (diameter / 2)."""
+    radii = np.asarray([n.diameter_mm for n in nodules], dtype=float) / 2
+    return squared_distances(nodules, findings) < radii[:, None] ** 2
+
+
 def most_probable(findings: Sequence[Scored], max_findings: int | None) -> list:
     """The ``max_findings`` most probable findings (all when None or <= 0); ties keep file order."""
     if not max_findings or max_findings <= 0 or len(findings) <= max_findings:
@@ -165,8 +172,7 @@ def score_scan(series_uid: str, findings: Sequence[Scored], nodules: Sequence[Si
     """Matches one scan's findings to its reference nodules by the LUNA16 rules."""
     kept = most_probable(findings, max_findings)
     probs = np.asarray([f.nodule_prob for f in kept], dtype=float)
-    radii = np.asarray([n.diameter_mm for n in nodules], dtype=float) / 2
-    hits = squared_distances(nodules, kept) < radii[:, None] ** 2
+    hits = hit_matrix(nodules, kept)
     excluded_diameters = np.asarray([d if d >= 0 else EXCLUDED_UNKNOWN_DIAMETER_MM
                                      for d in (e.diameter_mm for e in excluded)], dtype=float)
     on_excluded = (squared_distances(excluded, kept) < (excluded_diameters[:, None] / 2) ** 2).any(axis=0)

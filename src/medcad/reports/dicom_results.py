@@ -143,10 +143,10 @@ def medcad_version() -> str:
 
 
 def _output_folder(folder: Path) -> Path:
-    """The output folder; InputError when it is a file (it is created, or found unwritable, on saving)."""
-    if folder.exists() and not folder.is_dir():
-        raise InputError(folder, "is a file; DICOM results need a folder")
-    return folder
+    """The output folder; InputError when it is a file or cannot be created (it is created on saving)."""
+    from medcad.io.atomic import check_output_folder
+
+    return check_output_folder(folder, "DICOM results")
 
 
 def _read_source_headers(series_files: Sequence[Path], scan: Scan) -> list[Dataset]:

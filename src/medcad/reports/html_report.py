@@ -295,16 +295,12 @@ def _label_volume(viewer: ViewerVolume, scan: Scan, findings: Sequence[Finding],
 
 
 def _check_target(path: Path) -> Path:
+    from medcad.io.atomic import check_output_folder
+
     target = Path(path)
     if target.is_dir():
         raise InputError(target, "is a folder; give the report's file name (e.g. report.html)")
-    parent = target.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise InputError(parent, f"cannot create the report's folder ({error.strerror or error})") from error
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(parent, "the report's folder is not writable")
+    check_output_folder(target.parent, "the report's folder")
     return target
 
 
@@ -352,12 +348,11 @@ def _orientation(scan: Scan) -> str:
 
 def _hits(findings: Sequence[Finding], annotations: Sequence[LunaNodule]) -> np.ndarray:
     """(references, findings) bool: the LUNA16 rule, a finding's centre within the nodule's radius."""
-    from medcad.metrics.detection import squared_distances
+    from medcad.metrics.detection import hit_matrix
 
     if not findings or not annotations:
         return np.zeros((len(annotations), len(findings)), dtype=bool)
-    radii = np.asarray([a.diameter_mm for a in annotations], dtype=float) / 2
-    return squared_distances(list(annotations), list(findings)) < radii[:, None] ** 2
+    return hit_matrix(list(annotations), list(findings))
 
 
 def _img(view: views.PlaneView, alt: str, css: str = "") -> str:
