@@ -405,9 +405,9 @@ def _render(scan: Scan, findings: list[Finding], masks: FindingMasks | None, mod
     viewer = viewer_volume(scan, keep)
     labels = _label_volume(viewer, scan, findings, masks)
     scan_nii = gzip.compress(nifti1_bytes(viewer.quantized(), viewer.geometry, VIEWER_STEP_HU, VIEWER_LOW_HU,
-                                          "medcad report viewer volume"), compresslevel=6, mtime=0)
+                                          "medcad report viewer volume"), compresslevel=1, mtime=0)
     labels_nii = gzip.compress(nifti1_bytes(labels, viewer.geometry, description="medcad findings"),
-                               compresslevel=6, mtime=0)
+                               compresslevel=1, mtime=0)
 
     full = views.oriented(scan.hu, scan.direction, scan.spacing_xyz, scan.geometry.is_axis_aligned)
     reduced = views.oriented(viewer.hu, viewer.geometry.direction, viewer.geometry.spacing_xyz,
