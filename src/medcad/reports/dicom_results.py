@@ -208,19 +208,21 @@ def _segmentation(sources: list[Dataset], findings: Sequence[Finding], masks: Fi
         pixel_array=masks.label_map(),  # label k = segment k; the masks never overlap
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(),
-        series_number=SEG_SERIES_NUMBER,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=DEVICE_NAME,
-        manufacturer_model_name=ALGORITHM_NAME,
-        software_versions=version,
-        device_serial_number="none",
+        **_new_instance(SEG_SERIES_NUMBER, version),
         series_description="medcad nodule CAD segmentation",
         content_label="NODULES",
         content_description="Nodules found by the medcad nodule CAD",
         omit_empty_frames=True,
     ))
+
+
+def _new_instance(series_number: int, version: str) -> dict:
+    """The new series / instance and the equipment (medcad, not the scanner) of a SEG or SR."""
+    import highdicom as hd
+
+    return {"series_instance_uid": hd.UID(), "series_number": series_number, "sop_instance_uid": hd.UID(),
+            "instance_number": 1, "manufacturer": DEVICE_NAME, "manufacturer_model_name": ALGORITHM_NAME,
+            "software_versions": version, "device_serial_number": "none"}
 
 
 def _segment_description(k: int, algorithm):
@@ -278,14 +280,7 @@ def _report(sources: list[Dataset], segmentation, scan: Scan, findings: Sequence
     return _without_source_equipment(hd.sr.Comprehensive3DSR(
         evidence=[*sources, *([segmentation] if segmentation is not None else [])],
         content=_measurement_report(groups),
-        series_instance_uid=hd.UID(),
-        series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=DEVICE_NAME,
-        manufacturer_model_name=ALGORITHM_NAME,
-        software_versions=version,
-        device_serial_number="none",
+        **_new_instance(SR_SERIES_NUMBER, version),
         series_description="medcad nodule CAD findings",
         is_complete=True,
     ))
